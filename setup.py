@@ -1,0 +1,31 @@
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+here = Path(__file__).parent
+version = re.search(r'__version__ = "([^"]+)"', (here / "sqsmaster" / "__init__.py").read_text()).group(1)
+
+setup(
+    name="sqsmaster",
+    version=version,
+    description="Supervise long-running, CPU-heavy, uncooperative tasks fed through Amazon SQS",
+    long_description=(here / "README.rst").read_text(),
+    long_description_content_type="text/x-rst",
+    license="MIT",
+    packages=find_packages(exclude=["tests", "tests.*", "bench"]),
+    python_requires=">=3.9",
+    install_requires=["boto3>=1.28", "botocore>=1.31"],
+    extras_require={
+        "demo": ["moto[server]>=5.0"],
+        "progress": ["tqdm>=4.60"],
+        "plot": ["matplotlib>=3.5"],
+    },
+    entry_points={"console_scripts": ["sqsmaster=sqsmaster.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "License :: OSI Approved :: MIT License",
+        "Operating System :: POSIX",
+        "Topic :: System :: Distributed Computing",
+    ],
+)

@@ -1,0 +1,52 @@
+"""Queue backends, picked by URL scheme: ``http(s)://`` SQS, ``mem://`` LocalQueue."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+from ..errors import ConfigurationError
+from .base import Message, QueueBackend, SendEntry
+from .memory import LocalQueue
+
+__all__ = ["Message", "QueueBackend", "SendEntry", "LocalQueue", "open_queue", "register_scheme"]
+
+_SCHEMES: dict[str, Callable[..., QueueBackend]] = {}
+
+
+def register_scheme(scheme: str, factory: Callable[..., QueueBackend]) -> None:
+    """Make ``open_queue`` build ``factory(url, client=...)`` for URLs of ``scheme``."""
+    _SCHEMES[scheme] = factory
+
+
+def _sqs(url: str, client: Any = None) -> QueueBackend:
+    from .sqs import SqsQueue
+
+    return SqsQueue(url, client=client)
+
+
+def _memory(url: str, client: Any = None) -> QueueBackend:
+    return LocalQueue(url)
+
+
+register_scheme("http", _sqs)
+register_scheme("https", _sqs)
+register_scheme("mem", _memory)
+
+
+def open_queue(url: str, *, client: Any = None,
+               queue_constructor: Callable[[str], Any] | None = None) -> QueueBackend:
+    """The backend for ``url``; ``queue_constructor(url)`` wins when given."""
+    if not isinstance(url, str) or not url:
+        raise ConfigurationError(f"queue URL must be a non-empty string, not {url!r}")
+    if queue_constructor is not None:
+        if not callable(queue_constructor):
+            raise ConfigurationError(f"queue_constructor must be callable (url -> queue), not {queue_constructor!r}")
+        return queue_constructor(url)
+    scheme = urlsplit(url).scheme
+    factory = _SCHEMES.get(scheme)
+    if factory is None:
+        known = ", ".join(f"{s}://" for s in sorted(_SCHEMES))
+        raise ConfigurationError(f"queue URL {url!r} has an unknown scheme {scheme + '://' if scheme else '(none)'}; "
+                                 f"use one of {known}")
+    return factory(url, client=client)

@@ -1,0 +1,157 @@
+"""The one narrow interface every queue backend implements, mirroring the SQS verbs.
+
+A backend is any object with these methods; :class:`QueueBackend` documents the
+contract and gives the shared helpers. Receipt handles are opaque strings; a
+message is returned as a :class:`Message`, which behaves like boto3's ``sqs.Message``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+
+@dataclass(frozen=True)
+class SendEntry:
+    """One message to send: the body, its attributes and per-message options."""
+
+    body: str
+    message_attributes: dict[str, dict[str, str]] = field(default_factory=dict)
+    delay_seconds: int = 0
+    group_id: str | None = None
+    deduplication_id: str | None = None
+    id: str = "0"
+
+
+class Message:
+    """A received message; the same surface as boto3's ``sqs.Message``.
+
+    ``change_visibility`` and ``delete`` go to the queue the message came from.
+    ``received_at`` (monotonic) and ``visibility_timeout`` tell how long the lease
+    set by the receive lasts, so a handler can skip a redundant extension.
+    """
+
+    def __init__(
+        self,
+        queue: "QueueBackend",
+        message_id: str,
+        receipt_handle: str,
+        body: str,
+        attributes: dict[str, str] | None = None,
+        message_attributes: dict[str, dict[str, Any]] | None = None,
+        visibility_timeout: float | None = None,
+        received_at: float | None = None,
+    ) -> None:
+        self.queue = queue
+        self.message_id = message_id
+        self.receipt_handle = receipt_handle
+        self.body = body
+        self.attributes = attributes or {}
+        self.message_attributes = message_attributes or {}
+        self.visibility_timeout = visibility_timeout
+        self.received_at = time.monotonic() if received_at is None else received_at
+
+    @property
+    def queue_url(self) -> str:
+        return self.queue.url
+
+    @property
+    def receive_count(self) -> int:
+        """``ApproximateReceiveCount`` as an int (1 on the first delivery)."""
+        return int(self.attributes.get("ApproximateReceiveCount", "1"))
+
+    def change_visibility(self, VisibilityTimeout: int) -> None:  # noqa: N803 (boto3's name)
+        """Hide the message for ``VisibilityTimeout`` seconds from now. Raises LeaseLost."""
+        self.queue.change_visibility(self.receipt_handle, VisibilityTimeout, message_id=self.message_id)
+
+    def delete(self) -> None:
+        """Delete the message from its queue."""
+        self.queue.delete(self.receipt_handle, message_id=self.message_id)
+
+    def __repr__(self) -> str:
+        return f"Message(id={self.message_id!r}, queue={self.queue.url!r}, receive_count={self.receive_count})"
+
+
+class QueueBackend:
+    """What every backend provides. Subclasses implement the methods that raise here.
+
+    Errors: a receipt handle that no longer holds the message raises
+    :class:`~sqsmaster.errors.LeaseLost`; a missing queue raises
+    :class:`~sqsmaster.errors.QueueDoesNotExist`; any other failure of the
+    queue raises :class:`~sqsmaster.errors.QueueError`.
+    """
+
+    url: str
+
+    def send(self, entry: SendEntry) -> dict[str, Any]:
+        """Send one message. Returns at least ``{"MessageId": ...}``. Not idempotent."""
+        raise NotImplementedError
+
+    def send_batch(self, entries: list[SendEntry]) -> dict[str, list[dict[str, Any]]]:
+        """Send up to 10 messages. Returns ``{"Successful": [{"Id", "MessageId"}], "Failed": [{"Id", "Code",
+        "Message", "SenderFault"}]}``: entries can fail one by one while the call succeeds."""
+        raise NotImplementedError
+
+    def receive(self, max_messages: int = 1, wait_time: int = 0,
+                visibility_timeout: int | None = None) -> list[Message]:
+        """Receive up to ``max_messages``, waiting up to ``wait_time`` s for the first.
+
+        Returns an empty list when nothing became visible in time. Each message is
+        hidden for ``visibility_timeout`` (the queue's default when None) and its
+        receive count is raised by one.
+        """
+        raise NotImplementedError
+
+    def change_visibility(self, receipt_handle: str, visibility_timeout: int,
+                          message_id: str | None = None) -> None:
+        """Hide the message for ``visibility_timeout`` s from now (0 = visible now).
+
+        Idempotent: repeating it with the same value has the same effect, so a
+        retried heartbeat is harmless. Raises LeaseLost if the handle is stale.
+        """
+        raise NotImplementedError
+
+    def change_visibility_batch(self, entries: Iterable[tuple[str, int]]) -> list[dict[str, Any]]:
+        """Change the visibility of several messages; returns the failed entries (empty if none)."""
+        failed = []
+        for index, (handle, timeout) in enumerate(entries):
+            try:
+                self.change_visibility(handle, timeout)
+            except Exception as exc:  # report per entry, like SQS's batch call
+                failed.append({"Id": str(index), "Code": type(exc).__name__, "Message": str(exc)})
+        return failed
+
+    def delete(self, receipt_handle: str, message_id: str | None = None) -> None:
+        """Delete the message. Idempotent: deleting a deleted message succeeds."""
+        raise NotImplementedError
+
+    def delete_batch(self, receipt_handles: list[str]) -> list[dict[str, Any]]:
+        """Delete up to 10 messages; returns the failed entries (empty if none)."""
+        failed = []
+        for index, handle in enumerate(receipt_handles):
+            try:
+                self.delete(handle)
+            except Exception as exc:
+                failed.append({"Id": str(index), "Code": type(exc).__name__, "Message": str(exc)})
+        return failed
+
+    def get_attributes(self) -> dict[str, str]:
+        """The queue's attributes as SQS names them (values are strings), including
+        ``ApproximateNumberOfMessages``, ``...NotVisible`` and ``...Delayed``."""
+        raise NotImplementedError
+
+    def purge(self) -> None:
+        """Delete every message in the queue."""
+        raise NotImplementedError
+
+    def heartbeat_queue(self) -> "QueueBackend":
+        """A handle on this queue safe to use from a signal handler or another thread.
+
+        Signal handlers must not take locks the interrupted code may hold, so the SQS
+        backend answers with a twin that has a boto3 client of its own.
+        """
+        return self
+
+    def close(self) -> None:
+        """Release connections. The backend must not be used afterwards."""

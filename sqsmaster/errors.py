@@ -1,0 +1,127 @@
+"""The sqsmaster error tree.
+
+Every error the library raises derives from :class:`SqsMasterError`, except the
+interrupts used for time limits, which derive from :class:`HandlerInterrupt`
+(a ``BaseException``) so that task code's ``except Exception`` cannot swallow them.
+"""
+
+from __future__ import annotations
+
+
+class SqsMasterError(Exception):
+    """Root of every error sqsmaster raises on purpose."""
+
+
+class ConfigurationError(SqsMasterError, ValueError):
+    """An argument or setting is invalid (a bad timeout, an unknown URL scheme...)."""
+
+
+class LimitExceeded(ConfigurationError):
+    """A value breaks an SQS limit; checked on our side before anything is sent.
+
+    ``name`` is the argument, ``value`` what was given, ``limit`` the bound.
+    """
+
+    def __init__(self, name: str, value: object, limit: object, detail: str = "") -> None:
+        self.name = name
+        self.value = value
+        self.limit = limit
+        message = f"{name}={value!r} breaks the SQS limit {limit}"
+        super().__init__(f"{message}: {detail}" if detail else message)
+
+
+class MessageTooLarge(LimitExceeded):
+    """An encoded message (body and attributes) is over the SQS size limit; nothing was sent."""
+
+    def __init__(self, size: int, limit: int, task: str | None = None) -> None:
+        self.size = size
+        what = f"task {task!r}" if task else "message"
+        super().__init__(
+            "message size",
+            size,
+            limit,
+            f"the encoded {what} is {size:,} bytes and SQS accepts at most {limit:,} bytes; "
+            "pass large data by reference (an S3 key, a path)",
+        )
+
+
+class EncodeError(SqsMasterError, TypeError):
+    """A keyword argument cannot be encoded to JSON; ``key`` names it."""
+
+    def __init__(self, key: str, value: object) -> None:
+        self.key = key
+        self.value = value
+        super().__init__(
+            f"kwarg {key!r} of type {type(value).__name__} cannot be encoded to JSON; "
+            "pass str, int, float, bool, None, list, dict, date, datetime, Decimal or UUID"
+        )
+
+
+class MalformedMessage(SqsMasterError):
+    """A received body is not a sqsmaster/sqstaskmaster task (bad JSON, a missing key)."""
+
+    def __init__(self, message_id: str | None, reason: str) -> None:
+        self.message_id = message_id
+        self.reason = reason
+        super().__init__(f"message {message_id} is malformed: {reason}")
+
+
+class UnknownTask(SqsMasterError):
+    """A message names a task that no handler is registered for."""
+
+    def __init__(self, task: str, message_id: str | None = None) -> None:
+        self.task = task
+        self.message_id = message_id
+        super().__init__(f"message {message_id} names unknown task {task!r}")
+
+
+class QueueError(SqsMasterError):
+    """A queue operation failed (the server said no, or could not be reached)."""
+
+
+class QueueDoesNotExist(QueueError):
+    """The queue URL names no queue."""
+
+
+#: SQS error codes that mean our receipt handle no longer holds the message.
+LEASE_LOST_CODES = frozenset({"ReceiptHandleIsInvalid", "MessageNotInflight", "InvalidParameterValue",
+                              "AWS.SimpleQueueService.MessageNotInflight"})
+
+
+class LeaseLost(QueueError):
+    """The message's receipt handle is no longer valid: the message is not ours any more.
+
+    Raised by ``change_visibility`` when SQS answers ``ReceiptHandleIsInvalid``,
+    ``MessageNotInflight`` or ``InvalidParameterValue``.
+    """
+
+    def __init__(self, message_id: str | None, code: str, detail: str = "") -> None:
+        self.message_id = message_id
+        self.code = code
+        super().__init__(f"lease on message {message_id} lost ({code}) {detail}".rstrip())
+
+
+class HandlerInterrupt(BaseException):
+    """Base of the interrupts a supervisor raises inside a running task.
+
+    A ``BaseException`` on purpose (like dramatiq's ``Interrupt``): ``except Exception``
+    in task code cannot catch it, so a time limit cannot be swallowed.
+    """
+
+
+class HardTimeoutExceeded(HandlerInterrupt):
+    """The task ran past its hard timeout and was stopped."""
+
+    def __init__(self, hard_timeout: float, elapsed: float | None = None) -> None:
+        self.hard_timeout = hard_timeout
+        self.elapsed = elapsed
+        ran = f" after {elapsed:.2f}s" if elapsed is not None else ""
+        super().__init__(f"hard timeout of {hard_timeout}s exceeded{ran}")
+
+
+class TaskStuck(HandlerInterrupt):
+    """The handler's ``running()`` returned False: the task is stuck and was stopped."""
+
+    def __init__(self, elapsed: float) -> None:
+        self.elapsed = elapsed
+        super().__init__(f"task reported stuck by running() after {elapsed:.2f}s")

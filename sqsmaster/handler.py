@@ -1,0 +1,209 @@
+"""``MessageHandler``: the context manager that runs one task under supervision and acknowledges it.
+
+Success deletes the message. An exception, a hard timeout or a stuck task calls
+``notify``, is logged, and hands the message back to SQS with a backoff (never
+deleted); the ``with`` block then swallows it so a consumer loop goes on.
+KeyboardInterrupt and SystemExit release the message (visible at once) and propagate.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from types import TracebackType
+from typing import Any, Callable, ClassVar
+
+from .errors import ConfigurationError, HandlerInterrupt, HardTimeoutExceeded, LeaseLost, QueueError, TaskStuck
+from .lease import HeartbeatPolicy, Lease, default_backoff, receive_count
+from .limits import MAX_VISIBILITY_TIMEOUT, check_range
+from .supervisor import Supervisor, isolation_modes, make_supervisor
+
+logger = logging.getLogger(__name__)
+
+#: Default hard timeout, as in sqstaskmaster: four hours.
+DEFAULT_HARD_TIMEOUT = 4 * 60 * 60
+
+
+def _supervised(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def run(self: "MessageHandler", *args: Any, **kwargs: Any) -> Any:
+        return self._run_supervised(original, args, kwargs)
+
+    run._sqsmaster_original = original  # type: ignore[attr-defined]
+    return run
+
+
+class MessageHandler:
+    """Run one message's task with a visibility heartbeat and a hard timeout.
+
+    Subclass it and write ``run()``; optionally ``running()`` (return False when
+    the task is stuck) and ``notify(exception, context=None)`` (report failures to
+    an error service; they are logged anyway). Extra keyword arguments are kept
+    in ``self.kwargs``.
+
+    :param message: a received message (sqsmaster's, or a boto3 ``sqs.Message``)
+    :param sqs_timeout: visibility to keep on the message while the task runs (s)
+    :param alarm_timeout: heartbeat period (s); at least 1 s shorter than ``sqs_timeout``
+    :param hard_timeout: the task is stopped after this many seconds (default 4 hours)
+    :raises ConfigurationError: (a ValueError) for timeouts that cannot work
+
+    After the ``with`` block, ``outcome`` is one of ``succeeded``, ``failed``,
+    ``timed out``, ``stuck``, ``interrupted``; ``exception`` and ``runtime`` say more.
+    """
+
+    #: "signal": run in this process under SIGALRM; "process": run in a child process.
+    isolation: ClassVar[str] = "signal"
+
+    def __init__(self, message: Any, sqs_timeout: float, alarm_timeout: float,
+                 hard_timeout: float = DEFAULT_HARD_TIMEOUT, **kwargs: Any) -> None:
+        check_range("sqs_timeout", sqs_timeout, 1, MAX_VISIBILITY_TIMEOUT)
+        check_range("alarm_timeout", alarm_timeout, 0.001, MAX_VISIBILITY_TIMEOUT)
+        check_range("hard_timeout", hard_timeout, 0.001, float("inf"))
+        if alarm_timeout + 1 >= sqs_timeout:
+            raise ConfigurationError(
+                f"alarm_timeout={alarm_timeout} must be more than 1 s shorter than sqs_timeout={sqs_timeout}, "
+                "so each heartbeat lands before the message's visibility expires")
+        if self.isolation not in isolation_modes():
+            raise ConfigurationError(f"unknown isolation {self.isolation!r}; choose one of {isolation_modes()}")
+        self._message = message
+        self.sqs_timeout = sqs_timeout
+        self.alarm_timeout = alarm_timeout
+        self.hard_timeout = hard_timeout
+        self.kwargs = kwargs
+        self.outcome: str | None = None
+        self.exception: BaseException | None = None
+        self.runtime: float | None = None
+        self._supervisor: Supervisor | None = None
+        self._lease: Lease | None = None
+        self._policy: HeartbeatPolicy | None = None
+        self._start_error: Exception | None = None
+        self._in_run = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        run = cls.__dict__.get("run")
+        if run is not None and not hasattr(run, "_sqsmaster_original"):
+            cls.run = _supervised(run)  # type: ignore[method-assign]
+
+    # -- what subclasses write ----------------------------------------------------------------
+
+    def run(self) -> Any:
+        """The task. Runs inside the ``with`` block, under the supervisor."""
+        raise NotImplementedError("subclass MessageHandler and write run()")
+
+    def running(self) -> bool:
+        """Return False when the task is stuck; it is then stopped like a hard timeout."""
+        return True
+
+    def notify(self, exception: BaseException, context: dict[str, Any] | None = None) -> None:
+        """Report a failure outside the log (Sentry, Honeybadger...). Failures are logged anyway."""
+
+    def backoff(self, receive_count: int) -> int:
+        """Seconds to hide a failed message before its next attempt; ``min(2**(n-1), 900)``."""
+        return default_backoff(receive_count)
+
+    # -- supervision --------------------------------------------------------------------------
+
+    @property
+    def message(self) -> Any:
+        return self._message
+
+    @property
+    def message_id(self) -> str | None:
+        return getattr(self._message, "message_id", None)
+
+    @property
+    def lease(self) -> Lease | None:
+        """The message's lease while (and after) the handler runs: ``extensions``, ``lost``..."""
+        return self._lease
+
+    def context(self) -> dict[str, Any]:
+        """What ``notify`` receives as context: the body, the message id and its attributes."""
+        return {"body": getattr(self._message, "body", None), "message_id": self.message_id,
+                **(getattr(self._message, "attributes", None) or {})}
+
+    def _run_supervised(self, original: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+        if self._in_run or self._supervisor is None:  # super().run(), or called outside `with`
+            return original(self, *args, **kwargs)
+        if self._start_error is not None:
+            raise self._start_error
+        self._in_run = True
+        try:
+            return self._supervisor.run(functools.partial(original, self, *args, **kwargs))
+        finally:
+            self._in_run = False
+
+    def __enter__(self) -> "MessageHandler":
+        self._lease = Lease(self._message)
+        self._policy = HeartbeatPolicy(self._lease, self.sqs_timeout, self.alarm_timeout, self.hard_timeout,
+                                       running=self.running)
+        self._supervisor = make_supervisor(self.isolation, self._policy, self)
+        try:
+            self._supervisor.start()
+        except (LeaseLost, QueueError) as exc:
+            # Not ours (or unreachable): the task must not start; run() raises this instead.
+            self._start_error = exc
+            if isinstance(exc, LeaseLost):
+                self._lease.lost = True
+            logger.error("message %s: could not take the lease before starting (%s); the task will not run",
+                         self.message_id, exc)
+        logger.info("message %s: started (attempt %d, isolation %s)", self.message_id,
+                    receive_count(self._message), self.isolation)
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> bool:
+        supervisor, self._supervisor = self._supervisor, None
+        if supervisor is not None:
+            supervisor.stop()
+        assert self._lease is not None and self._policy is not None, "__exit__ without __enter__"
+        self.runtime = self._policy.elapsed()
+        if exc is None and self._start_error is None:
+            self.outcome = "succeeded"
+            self._acknowledge()
+            return False
+        error = exc if exc is not None else self._start_error
+        assert error is not None
+        self.exception = error
+        if not isinstance(error, (Exception, HandlerInterrupt)):
+            self.outcome = "interrupted"
+            logger.warning("message %s: %s during the task; released for another worker",
+                           self.message_id, type(error).__name__)
+            self._lease.release(0)
+            return False
+        self.outcome = ("timed out" if isinstance(error, HardTimeoutExceeded)
+                        else "stuck" if isinstance(error, TaskStuck) else "failed")
+        self._report(error)
+        delay = self.backoff(receive_count(self._message))
+        if self._lease.release(delay):
+            logger.info("message %s: retry scheduled in %ss", self.message_id, delay)
+        return True
+
+    def _notify_safely(self, error: BaseException) -> None:
+        try:
+            self.notify(error, context=self.context())
+        except Exception:
+            logger.exception("message %s: notify() itself failed", self.message_id)
+
+    def _report(self, error: BaseException) -> None:
+        self._notify_safely(error)
+        logger.error("message %s: task %s after %.2fs: %s: %s", self.message_id, self.outcome, self.runtime,
+                     type(error).__name__, error, exc_info=(type(error), error, error.__traceback__))
+
+    def _acknowledge(self) -> None:
+        assert self._lease is not None
+        if self._lease.lost:
+            logger.error("message %s: task succeeded but its lease was lost; deleting with the old receipt "
+                         "handle, the message may run again", self.message_id)
+        try:
+            self._lease.delete()
+        except Exception as exc:
+            self._notify_safely(exc)
+            logger.error("message %s: task succeeded but the delete failed (%s); it will run again",
+                         self.message_id, exc)
+            return
+        logger.info("message %s: succeeded in %.2fs, deleted", self.message_id, self.runtime)
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(message_id={self.message_id!r}, sqs_timeout={self.sqs_timeout}, "
+                f"alarm_timeout={self.alarm_timeout}, hard_timeout={self.hard_timeout}, outcome={self.outcome!r})")
