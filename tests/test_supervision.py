@@ -264,3 +264,26 @@ def test_notify_receives_the_exception_and_the_body():
 def test_the_hard_timeout_cannot_be_caught_as_exception():
     assert issubclass(HardTimeoutExceeded, BaseException)
     assert not issubclass(HardTimeoutExceeded, Exception)
+
+
+def test_heartbeats_never_use_the_client_the_caller_handed_in(make_queue, sqs_server, sqs_client):
+    # Given a TaskManager built on the caller's own boto3 client, which counts its visibility calls
+    import boto3
+
+    client = boto3.client("sqs", endpoint_url=sqs_server.endpoint, region_name="us-east-1")
+    calls = []
+    client.meta.events.register("before-call.sqs.ChangeMessageVisibility", lambda **_: calls.append(1))
+    url = make_queue(visibility_timeout=2)
+    tm = TaskManager(url, client=client)
+    tm.submit("Long", seconds=3)
+    kwargs, message = receive_one(tm, sqs_timeout=2)
+
+    # When a task outlives its visibility timeout under heartbeats
+    with Sleeper(message, sqs_timeout=2, alarm_timeout=0.5, **kwargs) as handler:
+        handler.run()
+
+    # Then the lease was kept by heartbeats that went through another client
+    assert handler.outcome == "succeeded"
+    assert handler.lease.extensions >= 4
+    assert calls == []
+    assert queue_counts(sqs_client, url) == (0, 0, 0)

@@ -63,6 +63,21 @@ def make_client(url: str, *, read_timeout: float = 60, max_pool_connections: int
     return session.client("sqs", **kwargs)
 
 
+def _twin_client(client: Any) -> Any:
+    """A new client with the same endpoint, region, config and credentials as ``client``."""
+    import boto3
+
+    kwargs: dict[str, Any] = {"endpoint_url": client.meta.endpoint_url, "region_name": client.meta.region_name,
+                              "config": client.meta.config}
+    signer = getattr(client, "_request_signer", None)
+    credentials = getattr(signer, "_credentials", None)
+    if credentials is not None:
+        frozen = credentials.get_frozen_credentials()
+        kwargs.update(aws_access_key_id=frozen.access_key, aws_secret_access_key=frozen.secret_key,
+                      aws_session_token=frozen.token)
+    return boto3.session.Session().client("sqs", **kwargs)
+
+
 def _error_code(exc: Exception) -> str:
     response = getattr(exc, "response", None) or {}
     return str(response.get("Error", {}).get("Code", type(exc).__name__))
@@ -105,6 +120,8 @@ class SqsQueue(QueueBackend):
         params: dict[str, Any] = {
             "MaxNumberOfMessages": max_messages,
             "WaitTimeSeconds": wait_time,
+            # Both names: older SQS-compatible servers know only the deprecated AttributeNames.
+            "AttributeNames": ["All"],
             "MessageSystemAttributeNames": ["All"],
             "MessageAttributeNames": ["All"],
         }
@@ -149,7 +166,9 @@ class SqsQueue(QueueBackend):
         if self._heartbeat is None:
             # A client of its own: a signal handler must never reuse the task's client,
             # whose connection pool lock the interrupted code may hold.
-            self._heartbeat = SqsQueue(self.url, make_client(self.url, read_timeout=10))
+            client = make_client(self.url, read_timeout=10) if self._owns_client else _twin_client(self.client)
+            self._heartbeat = SqsQueue(self.url, client)
+            self._heartbeat._owns_client = True
         return self._heartbeat
 
     def close(self) -> None:
