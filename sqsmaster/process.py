@@ -138,10 +138,11 @@ class ChildProcess:
                 raise MemoryCapExceeded(self.pid, self.max_memory_mb, f"{type_name}: {message}")
             raise TaskFailed(type_name, message, text, _unpickle(original))
         name = alarms.signal_name(signum) if signum is not None else None
-        if self.max_memory_mb is not None and name in ("SIGKILL", "SIGSEGV", "SIGABRT", "SIGBUS"):
-            raise MemoryCapExceeded(self.pid, self.max_memory_mb, f"killed by {name}", code, name)
-        hint = "possibly the OOM killer" if name == "SIGKILL" else ""
-        raise TaskCrashed(self.pid, code, name, hint)
+        hints = ["possibly the OOM killer"] if name == "SIGKILL" else []
+        if name is not None and self.max_memory_mb is not None:
+            # C code whose malloc fails under RLIMIT_AS may abort or crash instead of raising MemoryError.
+            hints.append(f"possibly its memory cap of {self.max_memory_mb} MiB")
+        raise TaskCrashed(self.pid, code, name, "; ".join(hints))
 
 
 def _pidfd_open(pid: int) -> int:

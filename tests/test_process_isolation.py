@@ -1,0 +1,417 @@
+"""Process isolation: heartbeats through GIL-holding C code, kills on time, and every way a task can die.
+
+Real processes and signals against moto over HTTP; pids are checked in /proc.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+
+from sqsmaster import (
+    HardTimeoutExceeded,
+    MemoryCapExceeded,
+    MessageHandler,
+    TaskAbandoned,
+    TaskCrashed,
+    TaskFailed,
+    TaskManager,
+)
+
+from .conftest import queue_counts
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie, dead but not reaped by init, counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def wait_gone(*pids: int, within: float = 3.0) -> list[int]:
+    """Pids still alive after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return [pid for pid in pids if alive(pid)]
+
+
+def wait_for_file(path: Path, within: float = 10.0) -> str:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text().endswith("\n"):
+            return path.read_text()
+        time.sleep(0.02)
+    raise AssertionError(f"{path} never written")
+
+
+class Recorded(MessageHandler):
+    """A process-isolated handler that records what notify received (in the parent)."""
+
+    isolation = "process"
+    kill_grace = 0.5
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.notified: list[BaseException] = []
+
+    def notify(self, exception, context=None):
+        self.notified.append(exception)
+
+
+class CCall(Recorded):
+    """One C call that holds the GIL for ``n`` steps; writes its pid first."""
+
+    def run(self):
+        Path(self.kwargs["pid_file"]).write_text(f"{os.getpid()}\n")
+        return sum(range(self.kwargs["n"]))
+
+
+def receive_one(url: str, sqs_timeout: int):
+    tm = TaskManager(url)
+    _, kwargs, message = next(tm.task_generator(wait_time=1, sqs_timeout=sqs_timeout))
+    return kwargs, message
+
+
+def test_a_c_call_holding_the_gil_is_killed_at_its_hard_timeout(make_queue, sqs_client, tmp_path):
+    # Given a task stuck in one C call that would take hours
+    url = make_queue()
+    TaskManager(url).submit("CCall", n=10**13, pid_file=str(tmp_path / "pid"))
+    kwargs, message = receive_one(url, sqs_timeout=30)
+
+    # When it runs in process isolation with a 1 s hard timeout
+    started = time.monotonic()
+    with CCall(message, sqs_timeout=30, alarm_timeout=10, hard_timeout=1, **kwargs) as handler:
+        handler.run()
+    elapsed = time.monotonic() - started
+
+    # Then it is gone on time, reported as a timeout, and the message comes back
+    child = int((tmp_path / "pid").read_text())
+    assert handler.outcome == "timed out"
+    assert isinstance(handler.notified[0], HardTimeoutExceeded)
+    assert 1.0 <= elapsed < 1.5
+    assert not alive(child)
+    time.sleep(1.2)  # the 1 s retry backoff
+    assert queue_counts(sqs_client, url) == (1, 0, 0)
+
+
+def calibrate(seconds: float) -> int:
+    """``n`` such that ``sum(range(n))`` takes about ``seconds`` on this machine now."""
+    n = 10**7
+    fastest = float("inf")
+    for _ in range(3):  # the fastest run: other load on the machine only makes the task longer
+        started = time.perf_counter()
+        sum(range(n))
+        fastest = min(fastest, time.perf_counter() - started)
+    return int(n * seconds / max(fastest, 1e-4))
+
+
+def test_a_c_call_three_times_the_visibility_timeout_is_never_seen_by_another_consumer(
+        make_queue, sqs_client, tmp_path):
+    # Given a C call sized to about 3x the queue's 2 s visibility timeout
+    n = calibrate(6.0)
+    url = make_queue(visibility_timeout=2)
+    TaskManager(url).submit("CCall", n=n, pid_file=str(tmp_path / "pid"))
+    kwargs, message = receive_one(url, sqs_timeout=2)
+
+    # And a second consumer polling the queue all along
+    stolen: list = []
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.is_set():
+            stolen.extend(sqs_client.receive_message(QueueUrl=url, WaitTimeSeconds=0).get("Messages", []))
+            time.sleep(0.2)
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    try:
+        # When it runs in process isolation
+        started = time.monotonic()
+        with CCall(message, sqs_timeout=2, alarm_timeout=0.9, hard_timeout=60, **kwargs) as handler:
+            result = handler.run()
+        ran = time.monotonic() - started
+    finally:
+        stop.set()
+        poller.join()
+
+    # Then the parent heartbeat through the C call, the result came back, nobody else saw the
+    # message, and it was deleted (once: no other receive ever got a receipt handle)
+    assert ran > 5.0
+    assert handler.outcome == "succeeded"
+    assert result == n * (n - 1) // 2
+    assert handler.lease.extensions >= 3
+    assert stolen == []
+    assert queue_counts(sqs_client, url) == (0, 0, 0)
+
+
+class Spawner(Recorded):
+    """Starts a grandchild shell loop that ignores SIGTERM, then sleeps (optionally ignoring SIGTERM too)."""
+
+    def run(self):
+        if self.kwargs["ignore_term"]:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        shell = subprocess.Popen(["sh", "-c", "trap '' TERM; while :; do sleep 0.1; done"])
+        Path(self.kwargs["pid_file"]).write_text(f"{os.getpid()} {shell.pid}\n")
+        time.sleep(60)
+
+
+@pytest.mark.parametrize("ignore_term", [False, True], ids=["child-obeys-sigterm", "child-ignores-sigterm"])
+def test_the_hard_timeout_kills_grandchildren_and_overshoots_by_at_most_the_grace(ignore_term, tmp_path):
+    # Given a task with a grandchild shell loop that ignores SIGTERM
+    tm = TaskManager("mem://grandchild")
+    tm.submit("Spawner", ignore_term=ignore_term, pid_file=str(tmp_path / "pids"))
+    _, kwargs, message = next(tm.task_generator(wait_time=0, sqs_timeout=30))
+
+    # When its 1 s hard timeout passes (grace 0.5 s)
+    started = time.monotonic()
+    with Spawner(message, sqs_timeout=30, alarm_timeout=10, hard_timeout=1, **kwargs) as handler:
+        handler.run()
+    overshoot = time.monotonic() - started - 1
+
+    # Then the child and the grandchild are both gone, within the grace period
+    child, grandchild = map(int, (tmp_path / "pids").read_text().split())
+    assert handler.outcome == "timed out"
+    assert wait_gone(child, grandchild, within=0.5) == []
+    assert overshoot < 0.5 + 0.4
+    if ignore_term:
+        assert overshoot >= 0.5
+
+
+class Dies(Recorded):
+    max_memory_mb = 64
+
+    def run(self):
+        how = self.kwargs["how"]
+        if how == "raise":
+            raise ValueError("bad input 42")
+        if how == "segfault":
+            ctypes.string_at(0)
+        if how == "exit":
+            os._exit(3)
+        if how == "memory":
+            return len(bytearray(512 * 1024 * 1024))
+
+
+@pytest.mark.parametrize("how, error, says", [
+    ("raise", TaskFailed, "ValueError: bad input 42"),
+    ("segfault", TaskCrashed, "killed by SIGSEGV"),
+    ("exit", TaskCrashed, "exited with code 3"),
+    ("memory", MemoryCapExceeded, "memory cap of 64 MiB"),
+])
+def test_every_way_a_task_dies_is_reported_with_its_cause_and_the_message_is_retried(
+        how, error, says, make_queue, sqs_client):
+    # Given a task that dies in a given way
+    url = make_queue()
+    TaskManager(url).submit("Dies", how=how)
+    kwargs, message = receive_one(url, sqs_timeout=30)
+
+    # When it runs in process isolation
+    with Dies(message, sqs_timeout=30, alarm_timeout=10, hard_timeout=30, **kwargs) as handler:
+        handler.run()
+
+    # Then notify got the cause, and the message was handed back, not deleted
+    (reported,) = handler.notified
+    assert handler.outcome == "failed"
+    assert type(reported) is error
+    assert says in str(reported)
+    again = sqs_client.receive_message(QueueUrl=url, WaitTimeSeconds=3, MessageSystemAttributeNames=["All"])
+    assert again["Messages"][0]["Attributes"]["ApproximateReceiveCount"] == "2"
+
+
+def test_a_crash_without_a_memory_cap_names_the_signal():
+    class Segfault(Recorded):
+        def run(self):
+            ctypes.string_at(0)
+
+    tm = TaskManager("mem://segfault")
+    tm.submit("Segfault")
+    _, kwargs, message = next(tm.task_generator(wait_time=0, sqs_timeout=30))
+    with Segfault(message, sqs_timeout=30, alarm_timeout=10, **kwargs) as handler:
+        handler.run()
+    (reported,) = handler.notified
+    assert type(reported) is TaskCrashed
+    assert reported.signal == "SIGSEGV"
+
+
+def test_the_child_traceback_and_the_return_value_come_back():
+    class Answer(Recorded):
+        def run(self):
+            if self.kwargs["fail"]:
+                raise KeyError("missing")
+            return {"answer": 42, "pid": os.getpid()}
+
+    tm = TaskManager("mem://answer")
+    tm.submit("Answer", fail=False)
+    tm.submit("Answer", fail=True)
+    received = tm.task_generator(wait_time=0, sqs_timeout=30)
+    results = []
+    for _, kwargs, message in (next(received), next(received)):
+        with Answer(message, sqs_timeout=30, alarm_timeout=10, **kwargs) as handler:
+            results.append(handler.run())
+        if kwargs["fail"]:
+            failure = handler.exception
+    assert {"answer": 42} == {k: v for k, v in results[0].items() if k == "answer"}
+    assert results[0]["pid"] != os.getpid()
+    assert isinstance(failure, TaskFailed)
+    assert failure.type_name == "KeyError"
+    assert "in run" in failure.remote_traceback and "raise KeyError" in failure.remote_traceback
+    assert isinstance(failure.original, KeyError)
+
+
+WORKER_SCRIPT = textwrap.dedent("""
+    import os, subprocess, sys
+    from sqsmaster import MessageHandler, TaskManager
+
+    class Busy(MessageHandler):
+        isolation = "process"
+
+        def run(self):
+            shell = subprocess.Popen(["sh", "-c", "while :; do sleep 0.1; done"])
+            with open(sys.argv[1], "w") as out:
+                out.write(f"{os.getpid()} {shell.pid}\\n")
+            sum(range(10**13))
+
+    tm = TaskManager("mem://worker")
+    tm.submit("Busy")
+    _, kwargs, message = next(tm.task_generator(wait_time=0, sqs_timeout=30))
+    with Busy(message, sqs_timeout=30, alarm_timeout=10, hard_timeout=120, **kwargs) as handler:
+        handler.run()
+""")
+
+
+def test_sigkill_of_the_worker_leaves_no_task_process_running(tmp_path):
+    # Given a worker process whose task (and its grandchild) are running
+    pid_file = tmp_path / "pids"
+    worker = subprocess.Popen([sys.executable, "-c", WORKER_SCRIPT, str(pid_file)], cwd=ROOT,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        child, grandchild = map(int, wait_for_file(pid_file).split())
+        assert alive(child) and alive(grandchild)
+
+        # When the worker is SIGKILLed
+        worker.kill()
+        worker.wait(5)
+
+        # Then neither the task process nor its grandchild keeps running
+        assert wait_gone(child, grandchild, within=3) == []
+    finally:
+        worker.kill()
+        worker.wait(5)
+
+
+class Sleeps(Recorded):
+    def run(self):
+        time.sleep(self.kwargs["seconds"])
+        return "done"
+
+
+def test_a_lost_lease_stops_heartbeats_and_by_default_the_task_runs_on(make_queue, sqs_client, caplog):
+    # Given a running task whose message is deleted behind the supervisor's back
+    url = make_queue()
+    TaskManager(url).submit("Sleeps", seconds=1.5)
+    kwargs, message = receive_one(url, sqs_timeout=5)
+    sqs_client.delete_message(QueueUrl=url, ReceiptHandle=message.receipt_handle)
+
+    # When it runs with heartbeats every 0.3 s (on_lease_lost="continue", the default)
+    with caplog.at_level(logging.INFO):
+        with Sleeps(message, sqs_timeout=5, alarm_timeout=0.3, hard_timeout=30, **kwargs) as handler:
+            result = handler.run()
+
+    # Then the loss was logged loudly, heartbeats stopped, the task finished, and the
+    # delete with the stale handle was not silent
+    assert result == "done"
+    assert handler.lease.lost
+    assert handler.lease.extensions == 0
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert sum("LEASE LOST" in line for line in errors) == 1
+    assert any("lease was lost" in line for line in errors)
+
+
+def boto3_message(sqs_server, url: str):
+    """A boto3 ``sqs.Message`` (its client can take a Stubber), received from the test server."""
+    queue = boto3.resource("sqs", endpoint_url=sqs_server.endpoint, region_name="us-east-1").Queue(url)
+    (message,) = queue.receive_messages(AttributeNames=["All"], VisibilityTimeout=30, WaitTimeSeconds=1)
+    return message
+
+
+def test_on_lease_lost_stop_kills_the_task_at_message_not_inflight(make_queue, sqs_server, sqs_client):
+    # Given a message whose first heartbeat will be answered MessageNotInflight (moto cannot say that)
+    url = make_queue()
+    TaskManager(url).submit("Sleeps", seconds=30)
+    message = boto3_message(sqs_server, url)
+    stubber = Stubber(message.meta.client)
+    stubber.add_response("change_message_visibility", {})  # the handler's initial extension
+    stubber.add_client_error("change_message_visibility", "AWS.SimpleQueueService.MessageNotInflight", "gone", 400)
+
+    class StopOnLoss(Sleeps):
+        on_lease_lost = "stop"
+
+    # When the task runs with heartbeats every 0.3 s
+    started = time.monotonic()
+    with stubber, StopOnLoss(message, sqs_timeout=30, alarm_timeout=0.3, seconds=30) as handler:
+        handler.run()
+
+    # Then it is stopped at that heartbeat, reported, and neither deleted nor released
+    assert time.monotonic() - started < 1.5
+    assert handler.outcome == "lease lost"
+    assert isinstance(handler.notified[0], TaskAbandoned)
+    stubber.assert_no_pending_responses()
+    assert queue_counts(sqs_client, url) == (0, 1, 0)
+
+
+def test_a_heartbeat_network_error_is_retried_before_the_lease_runs_out(make_queue, sqs_server):
+    # Given heartbeats where the first tick fails with a server error and the retry succeeds
+    url = make_queue()
+    TaskManager(url).submit("Sleeps", seconds=3)
+    message = boto3_message(sqs_server, url)
+    stubber = Stubber(message.meta.client)
+    stubber.add_response("change_message_visibility", {})  # initial extension: visible again at t=4
+    stubber.add_client_error("change_message_visibility", "ServiceUnavailable", "try again", 503)  # t=1.5
+    stubber.add_response("change_message_visibility", {})  # t=2.5: 1 s later, before t=4
+    stubber.add_response("delete_message", {})
+
+    # When a 3 s task runs in process isolation
+    with stubber, Sleeps(message, sqs_timeout=4, alarm_timeout=1.5, seconds=3) as handler:
+        handler.run()
+
+    # Then the failed heartbeat was retried a second later, and the task succeeded
+    assert handler.outcome == "succeeded"
+    assert (handler.lease.failed_extensions, handler.lease.extensions) == (1, 1)
+    stubber.assert_no_pending_responses()
+
+
+def test_on_lease_lost_stop_works_in_signal_isolation_too(make_queue, sqs_client):
+    class PythonLoop(MessageHandler):
+        on_lease_lost = "stop"
+
+        def run(self):
+            while True:
+                time.sleep(0.01)
+
+    url = make_queue()
+    TaskManager(url).submit("PythonLoop")
+    kwargs, message = receive_one(url, sqs_timeout=5)
+    sqs_client.delete_message(QueueUrl=url, ReceiptHandle=message.receipt_handle)
+    started = time.monotonic()
+    with PythonLoop(message, sqs_timeout=5, alarm_timeout=0.3, hard_timeout=30, **kwargs) as handler:
+        handler.run()
+    assert time.monotonic() - started < 1.0
+    assert handler.outcome == "lease lost"
+    assert isinstance(handler.exception, TaskAbandoned)
