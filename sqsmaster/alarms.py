@@ -165,13 +165,15 @@ def watch_parent(parent_pid: int, pgid: int, poll: float = 0.5) -> None:
     try:
         while True:
             if pidfd >= 0:
-                select.select([pidfd], [], [])
+                poller = select.poll()
+                poller.register(pidfd, select.POLLIN)
+                poller.poll()
                 break
             try:
                 os.kill(parent_pid, 0)
             except ProcessLookupError:
                 break
-            select.select([], [], [], poll)
+            time.sleep(poll)
     finally:
         kill_group(pgid, signal.SIGKILL)
         os._exit(0)

@@ -17,6 +17,7 @@ grandchildren), must not call SQS itself, and sends back the return value of
 from __future__ import annotations
 
 import logging
+import math
 import os
 import pickle
 import resource
@@ -86,15 +87,19 @@ class ChildProcess:
         return True
 
     def _exited(self, timeout: float) -> bool:
-        watch = [] if self._eof else [self._reader]
+        # poll(), not select(): a busy worker may hold file descriptors above select's 1024.
+        poller = select.poll()
+        if not self._eof:
+            poller.register(self._reader, select.POLLIN)
         if self._pidfd >= 0:
-            ready, _, _ = select.select(watch + [self._pidfd], [], [], timeout)
-            if self._reader in ready:
-                self._drain()
-            return self._pidfd in ready
-        ready, _, _ = select.select(watch, [], [], min(timeout, POLL_INTERVAL))
-        if ready:
+            poller.register(self._pidfd, select.POLLIN)
+        else:
+            timeout = min(timeout, POLL_INTERVAL)
+        ready = {fd for fd, _ in poller.poll(math.ceil(min(timeout, 3600.0) * 1000))}
+        if self._reader in ready:
             self._drain()
+        if self._pidfd >= 0:
+            return self._pidfd in ready
         # WNOWAIT: look without reaping, so the group kill above cannot hit a recycled pid.
         return os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
 
