@@ -84,6 +84,8 @@ class Alarm:
 
 # -- process isolation: signalling a task's process group ---------------------------------------
 
+#: The signal that cannot be caught or ignored.
+KILL = int(signal.SIGKILL)
 #: prctl(2) option: the signal the kernel sends us when our parent thread dies (Linux only).
 PR_SET_PDEATHSIG = 1
 #: Dispositions a forked task gets back: the worker's own handlers (graceful shutdown, SIGALRM
@@ -111,10 +113,10 @@ def kill_group(pgid: int, signum: int = signal.SIGKILL) -> bool:
     return True
 
 
-def kill_process(pid: int) -> None:
-    """SIGKILL one process (ignored when it is already gone)."""
+def kill_process(pid: int, signum: int = signal.SIGKILL) -> None:
+    """Send ``signum`` (default SIGKILL) to one process; ignored when it is already gone."""
     try:
-        os.kill(pid, signal.SIGKILL)
+        os.kill(pid, signum)
     except ProcessLookupError:
         pass
 

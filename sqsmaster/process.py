@@ -51,7 +51,12 @@ class ChildProcess:
         reader, writer = os.pipe()
         sys.stdout.flush()
         sys.stderr.flush()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:
+            os.close(reader)
+            os.close(writer)
+            raise
         if pid == 0:  # the child never returns from here
             os.close(reader)
             _child_main(task, writer, parent_pid, max_memory_mb)
@@ -123,11 +128,16 @@ class ChildProcess:
         """SIGTERM the child's group, SIGKILL it after ``grace`` seconds, and reap the child."""
         if self.status is not None:
             return
-        alarms.kill_group(self.pid, alarms.terminate_signal())
+        self._signal(alarms.terminate_signal())
         if not self.wait(grace):
             logger.warning("task process %s still running %.1fs after SIGTERM; sending SIGKILL", self.pid, grace)
-            alarms.kill_group(self.pid)
+            self._signal(alarms.KILL)
             self.wait(FOREVER)
+
+    def _signal(self, signum: int) -> None:
+        # Before the child's setsid() its group does not exist yet: signal the child itself.
+        if not alarms.kill_group(self.pid, signum):
+            alarms.kill_process(self.pid, signum)
 
     def result(self) -> Any:
         """The child's return value; raises TaskFailed, TaskCrashed or MemoryCapExceeded for the rest."""
