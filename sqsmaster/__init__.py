@@ -9,10 +9,14 @@ from .errors import (
     LeaseLost,
     LimitExceeded,
     MalformedMessage,
+    MemoryCapExceeded,
     MessageTooLarge,
     QueueDoesNotExist,
     QueueError,
     SqsMasterError,
+    TaskAbandoned,
+    TaskCrashed,
+    TaskFailed,
     TaskStuck,
     UnknownTask,
 )
@@ -26,4 +30,5 @@ __all__ = [
     "LocalQueue", "MalformedMessage", "Message", "MessageHandler", "MessageTooLarge", "QueueBackend",
     "QueueDoesNotExist", "QueueError", "SendEntry", "SqsMasterError", "TaskManager", "TaskStuck", "UnknownTask",
     "open_queue", "__version__",
+    "MemoryCapExceeded", "TaskAbandoned", "TaskCrashed", "TaskFailed",
 ]

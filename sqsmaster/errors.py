@@ -125,3 +125,57 @@ class TaskStuck(HandlerInterrupt):
     def __init__(self, elapsed: float) -> None:
         self.elapsed = elapsed
         super().__init__(f"task reported stuck by running() after {elapsed:.2f}s")
+
+
+class TaskAbandoned(HandlerInterrupt):
+    """The lease was lost while the task ran and ``on_lease_lost = "stop"``: the task was stopped."""
+
+    def __init__(self, message_id: str | None, elapsed: float) -> None:
+        self.message_id = message_id
+        self.elapsed = elapsed
+        super().__init__(f"lease on message {message_id} lost; task stopped after {elapsed:.2f}s "
+                         "(on_lease_lost='stop')")
+
+
+class TaskFailed(SqsMasterError):
+    """A task in process isolation raised; the child's exception, described in the parent.
+
+    ``type_name`` (``"ValueError"``), ``message`` (``str(exc)``) and ``remote_traceback``
+    (the child's formatted traceback) always come back; ``original`` is the
+    exception itself when it could be pickled, else None.
+    """
+
+    def __init__(self, type_name: str, message: str, remote_traceback: str,
+                 original: BaseException | None = None) -> None:
+        self.type_name = type_name
+        self.message = message
+        self.remote_traceback = remote_traceback
+        self.original = original
+        super().__init__(f"task raised {type_name}: {message}\n--- traceback in the task process ---\n"
+                         f"{remote_traceback.rstrip()}")
+
+
+class TaskCrashed(SqsMasterError):
+    """A task process ended without reporting a result: killed by a signal or ``os._exit``.
+
+    ``signal`` is the signal name (``"SIGSEGV"``; ``"SIGKILL"`` is often the OOM
+    killer) or None; ``exit_code`` the exit status when it exited, else None.
+    """
+
+    def __init__(self, pid: int, exit_code: int | None = None, signal: str | None = None, hint: str = "") -> None:
+        self.pid = pid
+        self.exit_code = exit_code
+        self.signal = signal
+        how = f"was killed by {signal}" if signal else f"exited with code {exit_code} before reporting a result"
+        super().__init__(f"task process {pid} {how}" + (f" ({hint})" if hint else ""))
+
+
+class MemoryCapExceeded(TaskCrashed):
+    """A task process went over its ``max_memory_mb`` cap (an allocation failed, or it died of it)."""
+
+    def __init__(self, pid: int, max_memory_mb: float, detail: str = "", exit_code: int | None = None,
+                 signal: str | None = None) -> None:
+        self.max_memory_mb = max_memory_mb
+        super().__init__(pid, exit_code, signal)
+        self.args = (f"task process {pid} exceeded its memory cap of {max_memory_mb} MiB"
+                     + (f": {detail}" if detail else ""),)

@@ -13,8 +13,17 @@ import logging
 from types import TracebackType
 from typing import Any, Callable, ClassVar
 
-from .errors import ConfigurationError, HandlerInterrupt, HardTimeoutExceeded, LeaseLost, QueueError, TaskStuck
-from .lease import HeartbeatPolicy, Lease, default_backoff, receive_count
+from . import process  # noqa: F401  (registers isolation "process")
+from .errors import (
+    ConfigurationError,
+    HandlerInterrupt,
+    HardTimeoutExceeded,
+    LeaseLost,
+    QueueError,
+    TaskAbandoned,
+    TaskStuck,
+)
+from .lease import ON_LEASE_LOST, HeartbeatPolicy, Lease, default_backoff, receive_count
 from .limits import MAX_VISIBILITY_TIMEOUT, check_range
 from .supervisor import Supervisor, isolation_modes, make_supervisor
 
@@ -48,11 +57,19 @@ class MessageHandler:
     :raises ConfigurationError: (a ValueError) for timeouts that cannot work
 
     After the ``with`` block, ``outcome`` is one of ``succeeded``, ``failed``,
-    ``timed out``, ``stuck``, ``interrupted``; ``exception`` and ``runtime`` say more.
+    ``timed out``, ``stuck``, ``lease lost``, ``interrupted``; ``exception`` and ``runtime`` say more.
     """
 
-    #: "signal": run in this process under SIGALRM; "process": run in a child process.
+    #: "signal": run in this process under SIGALRM; "process": run in a forked child process
+    #: (needed when the task sits in C code that holds the GIL; see sqsmaster.process).
     isolation: ClassVar[str] = "signal"
+    #: Once the lease is lost: "continue" lets the task run to its end (its delete is then logged
+    #: as unsafe), "stop" stops it at the next heartbeat (outcome "lease lost").
+    on_lease_lost: ClassVar[str] = "continue"
+    #: Process isolation: seconds from SIGTERM to SIGKILL of the task's process group at a hard timeout.
+    kill_grace: ClassVar[float] = 5.0
+    #: Process isolation: the task may map at most this many MiB more than the worker had (None: no cap).
+    max_memory_mb: ClassVar[float | None] = None
 
     def __init__(self, message: Any, sqs_timeout: float, alarm_timeout: float,
                  hard_timeout: float = DEFAULT_HARD_TIMEOUT, **kwargs: Any) -> None:
@@ -65,6 +82,8 @@ class MessageHandler:
                 "so each heartbeat lands before the message's visibility expires")
         if self.isolation not in isolation_modes():
             raise ConfigurationError(f"unknown isolation {self.isolation!r}; choose one of {isolation_modes()}")
+        if self.on_lease_lost not in ON_LEASE_LOST:
+            raise ConfigurationError(f"on_lease_lost={self.on_lease_lost!r}; choose one of {ON_LEASE_LOST}")
         self._message = message
         self.sqs_timeout = sqs_timeout
         self.alarm_timeout = alarm_timeout
@@ -136,7 +155,7 @@ class MessageHandler:
     def __enter__(self) -> "MessageHandler":
         self._lease = Lease(self._message)
         self._policy = HeartbeatPolicy(self._lease, self.sqs_timeout, self.alarm_timeout, self.hard_timeout,
-                                       running=self.running)
+                                       running=self.running, on_lease_lost=self.on_lease_lost)
         self._supervisor = make_supervisor(self.isolation, self._policy, self)
         try:
             self._supervisor.start()
@@ -172,7 +191,8 @@ class MessageHandler:
             self._lease.release(0)
             return False
         self.outcome = ("timed out" if isinstance(error, HardTimeoutExceeded)
-                        else "stuck" if isinstance(error, TaskStuck) else "failed")
+                        else "stuck" if isinstance(error, TaskStuck)
+                        else "lease lost" if isinstance(error, TaskAbandoned) else "failed")
         self._report(error)
         delay = self.backoff(receive_count(self._message))
         if self._lease.release(delay):

@@ -13,7 +13,7 @@ import logging
 import time
 from typing import Any, Callable
 
-from .errors import LEASE_LOST_CODES, HardTimeoutExceeded, LeaseLost, TaskStuck
+from .errors import LEASE_LOST_CODES, ConfigurationError, HardTimeoutExceeded, LeaseLost, TaskAbandoned, TaskStuck
 from .limits import MAX_VISIBILITY_TIMEOUT
 
 logger = logging.getLogger(__name__)
@@ -22,6 +22,8 @@ logger = logging.getLogger(__name__)
 MAX_BACKOFF = 900
 #: After a failed heartbeat, try again this soon (seconds) instead of a full alarm period.
 HEARTBEAT_RETRY_DELAY = 1.0
+#: What a task does once its lease is lost: run on to its end, or be stopped.
+ON_LEASE_LOST = ("continue", "stop")
 
 
 def default_backoff(receive_count: int) -> int:
@@ -135,10 +137,18 @@ class HeartbeatPolicy:
     :class:`TaskStuck` when ``running()`` says False; otherwise it extends the
     lease and returns the delay to the next tick, never later than the deadline.
     A failed extension never disarms the hard timeout.
+
+    Once the lease is lost, heartbeats stop; ``on_lease_lost`` says what happens
+    to the task: ``"continue"`` lets it run to its end (or hard timeout),
+    ``"stop"`` raises :class:`TaskAbandoned` at that tick.
     """
 
     def __init__(self, lease: Lease, sqs_timeout: float, alarm_timeout: float, hard_timeout: float,
-                 running: Callable[[], bool] = lambda: True, clock: Callable[[], float] = time.monotonic) -> None:
+                 running: Callable[[], bool] = lambda: True, clock: Callable[[], float] = time.monotonic,
+                 on_lease_lost: str = "continue") -> None:
+        if on_lease_lost not in ON_LEASE_LOST:
+            raise ConfigurationError(f"on_lease_lost={on_lease_lost!r}; choose one of {', '.join(ON_LEASE_LOST)}")
+        self.on_lease_lost = on_lease_lost
         self.lease = lease
         self.sqs_timeout = sqs_timeout
         self.alarm_timeout = alarm_timeout
@@ -179,5 +189,8 @@ class HeartbeatPolicy:
         if not self._running():
             raise TaskStuck(now - self.started_at)
         if not self.lease.lost:
-            self._last_ok = self.lease.extend(self.sqs_timeout)
+            # A lost lease is not retried: its ticks go back to the plain alarm period.
+            self._last_ok = self.lease.extend(self.sqs_timeout) or self.lease.lost
+        if self.lease.lost and self.on_lease_lost == "stop":
+            raise TaskAbandoned(self.lease.message_id, now - self.started_at)
         return self.next_delay()

@@ -4,6 +4,8 @@
 extend the lease and raise :class:`~sqsmaster.errors.HardTimeoutExceeded` inside the
 task at its deadline. Python delivers signals only between bytecodes, so C code
 that holds the GIL delays both: use process isolation for such tasks.
+``process`` (:mod:`sqsmaster.process`, registered through :func:`register_isolation`):
+the task runs in a forked child; the parent drives the policy and kills the child's group.
 Every supervisor drives the same :class:`~sqsmaster.lease.HeartbeatPolicy`.
 """
 

@@ -1,0 +1,119 @@
+"""Lease loss in both isolation modes: heartbeats stop, loudly; on_lease_lost decides the task's fate.
+
+moto makes a lease stale when the message is deleted behind the supervisor's back;
+botocore's Stubber answers the codes moto cannot produce (MessageNotInflight, 503).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import boto3
+from botocore.stub import Stubber
+
+from sqsmaster import MessageHandler, TaskAbandoned, TaskManager
+
+from .conftest import queue_counts
+from .test_process_isolation import Recorded, receive_one
+
+
+class Sleeps(Recorded):
+    def run(self):
+        time.sleep(self.kwargs["seconds"])
+        return "done"
+
+
+def test_a_lost_lease_stops_heartbeats_and_by_default_the_task_runs_on(make_queue, sqs_client, caplog):
+    # Given a running task whose message is deleted behind the supervisor's back
+    url = make_queue()
+    TaskManager(url).submit("Sleeps", seconds=1.5)
+    kwargs, message = receive_one(url, sqs_timeout=5)
+    sqs_client.delete_message(QueueUrl=url, ReceiptHandle=message.receipt_handle)
+
+    # When it runs with heartbeats every 0.3 s (on_lease_lost="continue", the default)
+    with caplog.at_level(logging.INFO):
+        with Sleeps(message, sqs_timeout=5, alarm_timeout=0.3, hard_timeout=30, **kwargs) as handler:
+            result = handler.run()
+
+    # Then the loss was logged loudly, heartbeats stopped, the task finished, and the
+    # delete with the stale handle was not silent
+    assert result == "done"
+    assert handler.lease.lost
+    assert handler.lease.extensions == 0
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert sum("LEASE LOST" in line for line in errors) == 1
+    assert any("lease was lost" in line for line in errors)
+
+
+def boto3_message(sqs_server, url: str):
+    """A boto3 ``sqs.Message`` (its client can take a Stubber), received from the test server."""
+    queue = boto3.resource("sqs", endpoint_url=sqs_server.endpoint, region_name="us-east-1").Queue(url)
+    (message,) = queue.receive_messages(AttributeNames=["All"], VisibilityTimeout=30, WaitTimeSeconds=1)
+    return message
+
+
+def test_on_lease_lost_stop_kills_the_task_at_message_not_inflight(make_queue, sqs_server, sqs_client):
+    # Given a message whose first heartbeat will be answered MessageNotInflight (moto cannot say that)
+    url = make_queue()
+    TaskManager(url).submit("Sleeps", seconds=30)
+    message = boto3_message(sqs_server, url)
+    stubber = Stubber(message.meta.client)
+    stubber.add_response("change_message_visibility", {})  # the handler's initial extension
+    stubber.add_client_error("change_message_visibility", "AWS.SimpleQueueService.MessageNotInflight", "gone", 400)
+
+    class StopOnLoss(Sleeps):
+        on_lease_lost = "stop"
+
+    # When the task runs with heartbeats every 0.3 s
+    started = time.monotonic()
+    with stubber, StopOnLoss(message, sqs_timeout=30, alarm_timeout=0.3, seconds=30) as handler:
+        handler.run()
+
+    # Then it is stopped at that heartbeat, reported, and neither deleted nor released
+    assert time.monotonic() - started < 1.5
+    assert handler.outcome == "lease lost"
+    assert isinstance(handler.notified[0], TaskAbandoned)
+    stubber.assert_no_pending_responses()
+    assert queue_counts(sqs_client, url) == (0, 1, 0)
+
+
+def test_a_heartbeat_network_error_is_retried_before_the_lease_runs_out(make_queue, sqs_server):
+    # Given heartbeats where the first tick fails with a server error and the retry succeeds
+    url = make_queue()
+    TaskManager(url).submit("Sleeps", seconds=3)
+    message = boto3_message(sqs_server, url)
+    stubber = Stubber(message.meta.client)
+    stubber.add_response("change_message_visibility", {})  # initial extension: visible again at t=4
+    stubber.add_client_error("change_message_visibility", "ServiceUnavailable", "try again", 503)  # t=1.5
+    stubber.add_response("change_message_visibility", {})  # t=2.5: 1 s later, before t=4
+    stubber.add_response("delete_message", {})
+
+    # When a 3 s task runs in process isolation
+    with stubber, Sleeps(message, sqs_timeout=4, alarm_timeout=1.5, seconds=3) as handler:
+        handler.run()
+
+    # Then the failed heartbeat was retried a second later, and the task succeeded
+    assert handler.outcome == "succeeded"
+    assert (handler.lease.failed_extensions, handler.lease.extensions) == (1, 1)
+    stubber.assert_no_pending_responses()
+
+
+def test_on_lease_lost_stop_works_in_signal_isolation_too(make_queue, sqs_client):
+    class PythonLoop(MessageHandler):
+        on_lease_lost = "stop"
+
+        def run(self):
+            while True:
+                time.sleep(0.01)
+
+    url = make_queue()
+    TaskManager(url).submit("PythonLoop")
+    kwargs, message = receive_one(url, sqs_timeout=5)
+    sqs_client.delete_message(QueueUrl=url, ReceiptHandle=message.receipt_handle)
+    started = time.monotonic()
+    with PythonLoop(message, sqs_timeout=5, alarm_timeout=0.3, hard_timeout=30, **kwargs) as handler:
+        handler.run()
+    assert time.monotonic() - started < 1.0
+    assert handler.outcome == "lease lost"
+    assert isinstance(handler.exception, TaskAbandoned)
