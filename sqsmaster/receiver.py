@@ -25,7 +25,7 @@ logger = logging.getLogger("sqsmaster.worker")
 #: Longest single receive wait: the worker notices a shutdown within this many seconds.
 POLL_SLICE = 1
 #: A receive that has not answered this long after its wait is an unreachable endpoint.
-RECEIVE_READ_TIMEOUT = POLL_SLICE + 4
+RECEIVE_READ_TIMEOUT = POLL_SLICE + 3
 #: Longest pause between receives while the endpoint is unreachable.
 MAX_UNREACHABLE_BACKOFF = 30.0
 

@@ -181,6 +181,9 @@ class WorkerLoop:
         try:
             for queue in self.queues:  # a missing queue or a bad DLQ setup shows now, not at the first failure
                 self._dead_letters[queue.url] = DeadLetter(queue, self._dlq)
+            logger.info("worker ready (pid %d): queues %s, tasks %s, dead letters %s", os.getpid(),
+                        ", ".join(self.config.queues), ", ".join(self.registry.names()),
+                        ", ".join(f"{d.mode}" for d in self._dead_letters.values()))
             while not self._should_stop():
                 message = self.pending.pop() or self._receive()
                 if message is None:
