@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import signal
 import sys
 import time
@@ -40,12 +41,12 @@ def _claim(budget: Any, max_tasks: int) -> bool:
         return True
 
 
-def _child(config: WorkerConfig, budget: Any) -> None:
+def _child(config: WorkerConfig, budget: Any, parent: int) -> None:
     with ShutdownSignals(signals=(signal.SIGUSR1,), grace=config.grace,
                          ignore=(signal.SIGINT, signal.SIGTERM)) as signals:
         max_tasks = config.max_tasks
         claim = (lambda: _claim(budget, max_tasks)) if max_tasks is not None else None
-        code = WorkerLoop(config, signals, claim).run()
+        code = WorkerLoop(config, signals, claim, parent).run()
     sys.exit(code)
 
 
@@ -57,7 +58,7 @@ def run_pool(config: WorkerConfig) -> int:
     code = EXIT_OK
 
     def start(slot: int) -> None:
-        process = context.Process(target=_child, args=(config, budget), name=f"sqsmaster-worker-{slot}")
+        process = context.Process(target=_child, args=(config, budget, os.getpid()), name=f"sqsmaster-worker-{slot}")
         process.start()
         children[slot] = process
         logger.info("worker process %d started (pid %d)", slot, process.pid)

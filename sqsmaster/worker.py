@@ -151,11 +151,12 @@ def _timeouts(config: WorkerConfig, spec: TaskSpec | None) -> tuple[float, float
 class WorkerLoop:
     """One worker process's loop: one task at a time, in the main thread.
 
-    ``claim`` (used by a pool) returns False when the shared ``max_tasks`` budget is spent.
+    ``claim`` (used by a pool) returns False when the shared ``max_tasks`` budget is spent;
+    ``parent`` (a pool child's parent pid) makes the loop stop if that parent dies.
     """
 
     def __init__(self, config: WorkerConfig, signals: ShutdownSignals,
-                 claim: Callable[[], bool] | None = None) -> None:
+                 claim: Callable[[], bool] | None = None, parent: int | None = None) -> None:
         self.config = config
         self.signals = signals
         self.registry = load_tasks(config.tasks)
@@ -169,7 +170,7 @@ class WorkerLoop:
         self.receiver = Receiver(self.queues, wait_time=config.wait_time,
                                  visibility_timeout=int(config.sqs_timeout), should_stop=lambda: signals.stopping)
         self.pending = PendingLeases(int(config.sqs_timeout), float(config.alarm_timeout or 1))
-        self._parent = os.getppid()
+        self._parent = parent
 
     def dead_letter(self, message: Message) -> DeadLetter:
         url = message.queue.url
@@ -213,7 +214,7 @@ class WorkerLoop:
         if self.config.max_tasks is not None and self._claim is None and self.ended >= self.config.max_tasks:
             logger.info("%d task(s) ended: stopping (--max-tasks)", self.ended)
             return True
-        if os.getppid() != self._parent:
+        if self._parent is not None and os.getppid() != self._parent:
             logger.warning("the parent process is gone: stopping")
             return True
         return False
