@@ -89,8 +89,10 @@ class ShutdownSignals:
     ``stopping`` turns true at the first signal; the loop checks it between
     receives and tasks. While ``interruptible`` is true (a task is running), a
     second signal, or the end of ``grace`` seconds after the first, raises
-    :class:`WorkerShutdown` in the task. ``ignore`` lists signals to ignore
-    (a pool's children leave SIGINT/SIGTERM to their parent). A context manager
+    :class:`WorkerShutdown` in the task. ``ignore`` lists signals to disregard
+    (a pool's children leave SIGINT/SIGTERM to their parent); they get a handler
+    that does nothing rather than SIG_IGN, which a task's own child processes
+    would inherit, even across exec, and then could not be stopped with SIGTERM. A context manager
     for the main thread; ``__exit__`` restores every previous handler.
     """
 
@@ -120,7 +122,7 @@ class ShutdownSignals:
         for signum in self.signals:
             self._previous[signum] = signal.signal(signum, self._handle)
         for signum in self.ignore:
-            self._previous[signum] = signal.signal(signum, signal.SIG_IGN)
+            self._previous[signum] = signal.signal(signum, _disregard)
         return self
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
@@ -151,6 +153,10 @@ class ShutdownSignals:
         for signum, previous in self._previous.items():
             signal.signal(signum, previous)
         self._previous.clear()
+
+
+def _disregard(signum: int, frame: FrameType | None) -> None:
+    logger.debug("%s disregarded: the pool's parent decides when this worker stops", signal.Signals(signum).name)
 
 
 def send_shutdown(pid: int, signum: int = signal.SIGUSR1) -> None:
