@@ -10,7 +10,7 @@ import pytest
 from sqsmaster.supervisor import isolation_modes
 
 from .conftest import queue_counts
-from .workerkit import WorkerRun, bodies, ends, records, starts, submit
+from .workerkit import WorkerRun, bodies, ends, records, starts, submit, wait_for
 
 FAST = ["--sqs-timeout", "4", "--wait-time", "1"]
 
@@ -200,3 +200,33 @@ def test_process_isolation_runs_the_task_in_a_child_process(make_queue, sqs_clie
     assert run.wait() == 0, run.stderr
     assert ends(run.record_path) == ["p"]
     assert records(run.record_path)[0]["pid"] != run.process.pid
+
+
+def test_a_prefetched_message_stays_hidden_past_its_visibility_until_it_starts(make_queue, sqs_client, worker):
+    # Given a worker that holds one message beyond the running one, with 2-second leases
+    url = make_queue(visibility_timeout=30)
+    submit(sqs_client, url, "nap", id="a", seconds=3)
+    submit(sqs_client, url, "nap", id="b", seconds=0)
+    run = worker(url, "--prefetch", "1", "--sqs-timeout", "2", "--alarm-timeout", "0.5", "--until-empty")
+    wait_for(lambda: starts(run.record_path), message="the first task to start")
+
+    # When the first task runs longer than the lease the receive took on both
+    time.sleep(2.5)
+
+    # Then neither message became visible to other consumers, and each ran once
+    assert queue_counts(sqs_client, url)[0] == 0
+    assert run.wait() == 0, run.stderr
+    assert sorted(starts(run.record_path)) == ["a", "b"]
+    assert "extended message" in run.stderr
+
+
+def test_a_task_past_its_hard_timeout_is_logged_as_timed_out_and_retried(make_queue, sqs_client, worker):
+    url = make_queue()
+    submit(sqs_client, url, "nap", id="slow", seconds=30)
+
+    run = worker(url, "--hard-timeout", "1", "--max-tasks", "1")
+    assert run.wait() == 0, run.stderr
+
+    assert ends(run.record_path) == []
+    assert "timed out message" in run.stderr and "retry scheduled" in run.stderr
+    assert sum(queue_counts(sqs_client, url)) == 1  # handed back with a backoff, not deleted
