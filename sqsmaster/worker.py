@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from .alarms import ShutdownSignals, WorkerShutdown
@@ -28,11 +28,11 @@ from .backends import Message, QueueBackend, open_queue
 from .consumer import reject
 from .deadletter import DeadLetter
 from .encoding import decode_task
-from .errors import ConfigurationError, MalformedMessage, QueueDoesNotExist, UnknownTask
+from .errors import ConfigurationError, MalformedMessage, QueueDoesNotExist, QueueError, UnknownTask
 from .handler import DEFAULT_HARD_TIMEOUT
 from .lease import receive_count
 from .limits import MAX_RECEIVE_MESSAGES, check_range, check_visibility_timeout, check_wait_time
-from .receiver import PendingLeases, Receiver
+from .receiver import PendingLeases, Receiver, unreachable_backoff
 from .registry import Registry, TaskSpec, WorkerHandler, load_tasks
 from .worklog import AttemptRecord, log_event
 
@@ -62,7 +62,6 @@ class WorkerConfig:
     notify: Callable[..., None] | None = None
     on_attempt_end: Callable[[AttemptRecord], None] | None = None
     queue_constructor: Callable[[str], Any] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Worker:
@@ -180,8 +179,8 @@ class WorkerLoop:
 
     def run(self) -> int:
         try:
-            for queue in self.queues:  # a missing queue or a bad DLQ setup shows now, not at the first failure
-                self._dead_letters[queue.url] = DeadLetter(queue, self._dlq)
+            if not self._prepare():
+                return EXIT_OK
             logger.info("worker ready (pid %d): queues %s, tasks %s, dead letters %s", os.getpid(),
                         ", ".join(self.config.queues), ", ".join(self.registry.names()),
                         ", ".join(f"{d.mode}" for d in self._dead_letters.values()))
@@ -207,6 +206,28 @@ class WorkerLoop:
                 logger.info("stopped after a signal: %d task(s) ended, %d unstarted message(s) released",
                             self.ended, released)
         return EXIT_OK
+
+    def _prepare(self) -> bool:
+        """Read each queue's redrive policy: a missing queue shows now, not at the first failure.
+
+        An unreachable endpoint is waited for with the receiver's backoff; False if stopped meanwhile.
+        """
+        failures = 0
+        while not self.signals.stopping:
+            try:
+                for queue in self.queues:
+                    self._dead_letters[queue.url] = DeadLetter(queue, self._dlq)
+                return True
+            except QueueDoesNotExist:
+                raise
+            except QueueError as exc:
+                if self.signals.stopping:
+                    break
+                failures += 1
+                delay = unreachable_backoff(failures)
+                logger.warning("queue unreachable at start (%s); retrying in %.0fs", exc, delay)
+                self.receiver.pause(delay)
+        return False
 
     def _should_stop(self) -> bool:
         if self.signals.stopping:
