@@ -94,6 +94,11 @@ class WorkerHandler(MessageHandler):
     plan: FailurePlan | None = None
     _logged_extensions = 0
 
+    def _report(self, error: BaseException) -> None:
+        # A task that raises Retry asked for it: no notify, no traceback; the worker logs "retry scheduled".
+        if not isinstance(error, Retry):
+            super()._report(error)
+
     def running(self) -> bool:
         # Called at each heartbeat tick, before the extension: log the previous tick's extension here,
         # with the task's name and attempt (the lease only knows the message id).
