@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -11,7 +12,7 @@ import time
 import pytest
 
 from .conftest import queue_counts
-from .workerkit import WorkerRun, client_for, ends, starts, submit, wait_for
+from .workerkit import WorkerRun, client_for, ends, records, starts, submit, wait_for
 
 FAST = ["--sqs-timeout", "4", "--wait-time", "20"]
 
@@ -181,3 +182,23 @@ def test_endpoint_down_then_back_backs_off_and_recovers(frozen_moto, worker):
     failures = run.stderr.count("queue unreachable")
     assert 1 <= failures <= 4, run.stderr
     assert "reachable again" in run.stderr
+
+
+def test_a_pool_replaces_a_killed_child_and_its_message_is_completed(make_queue, sqs_client, worker):
+    # Given a pool of two running a task each, with 2-second leases
+    url = make_queue(visibility_timeout=30)
+    submit(sqs_client, url, "nap", id="a", seconds=1.5)
+    submit(sqs_client, url, "nap", id="b", seconds=1.5)
+    run = worker(url, "--concurrency", "2", "--sqs-timeout", "2", "--alarm-timeout", "0.5", "--until-empty",
+                 "--wait-time", "1")
+    wait_for(lambda: len(starts(run.record_path)) == 2, message="both tasks to start")
+
+    # When one child is killed mid-task
+    victim = next(line for line in records(run.record_path) if line["event"] == "start")
+    os.kill(victim["pid"], signal.SIGKILL)
+
+    # Then a new child is started, the message comes back, and both tasks complete
+    assert run.wait(timeout=20) == 0, run.stderr
+    assert sorted(ends(run.record_path)) == ["a", "b"]
+    assert "killed by signal 9; starting another" in run.stderr
+    assert queue_counts(sqs_client, url) == (0, 0, 0)
