@@ -120,12 +120,19 @@ class PendingLeases:
     """Received-but-unstarted messages, kept hidden by a heartbeat thread until they start or are released.
 
     The thread uses the queue's ``heartbeat_queue()`` (a client of its own), so
-    it never shares a connection with the task's code.
+    it never shares a connection with the task's code. Once ``should_release()``
+    says so (a shutdown began) it releases them all at once, while a task may
+    still be running in the main thread.
     """
 
-    def __init__(self, visibility_timeout: int, period: float) -> None:
+    #: How often the thread looks at ``should_release`` (s).
+    TICK = 0.1
+
+    def __init__(self, visibility_timeout: int, period: float,
+                 should_release: Callable[[], bool] = lambda: False) -> None:
         self.visibility_timeout = visibility_timeout
         self.period = period
+        self._should_release = should_release
         self._messages: list[Message] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -157,7 +164,14 @@ class PendingLeases:
         return len(messages)
 
     def _beat(self) -> None:
-        while not self._stop.wait(self.period):
+        next_beat = time.monotonic() + self.period
+        while not self._stop.wait(self.TICK):
+            if self._should_release():
+                self.release_all()
+                continue
+            if time.monotonic() < next_beat:
+                continue
+            next_beat = time.monotonic() + self.period
             with self._lock:
                 messages = list(self._messages)
             for message in messages:

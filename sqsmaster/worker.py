@@ -168,7 +168,8 @@ class WorkerLoop:
         self._dlq = dlq
         self.receiver = Receiver(self.queues, wait_time=config.wait_time,
                                  visibility_timeout=int(config.sqs_timeout), should_stop=lambda: signals.stopping)
-        self.pending = PendingLeases(int(config.sqs_timeout), float(config.alarm_timeout or 1))
+        self.pending = PendingLeases(int(config.sqs_timeout), float(config.alarm_timeout or 1),
+                                     should_release=lambda: signals.stopping)
         self._parent = parent
 
     def dead_letter(self, message: Message) -> DeadLetter:
@@ -191,6 +192,9 @@ class WorkerLoop:
                         logger.info("every queue is empty: stopping (--until-empty)")
                         break
                     continue
+                if self.signals.stopping:  # the signal came between the check and now: do not start it
+                    self.pending.add([message])
+                    break
                 if not self.process(message):
                     break
         except QueueDoesNotExist as exc:

@@ -36,19 +36,21 @@ def test_sigterm_mid_task_releases_unstarted_messages_at_once_and_a_second_worke
     # Given a 30 s visibility timeout and a worker holding two prefetched messages while it runs a 2 s task
     url = make_queue(visibility_timeout=30)
     for index in range(3):
-        submit(sqs_client, url, "nap", id=f"t{index}", seconds=1)
+        submit(sqs_client, url, "nap", id=f"t{index}", seconds=2)
     first = worker(url, "--prefetch", "2", "--grace", "10", "--sqs-timeout", "30")
     wait_for(lambda: starts(first.record_path), message="the first task to start")
 
     # When it gets SIGTERM
     first.send_signal(signal.SIGTERM)
 
-    # Then the two unstarted messages are visible again at once (not after 30 s), the running task finishes
-    wait_for(lambda: queue_counts(sqs_client, url)[0] == 2, timeout=3, message="the release of unstarted messages")
+    # Then the two unstarted messages are visible again at once (not after 30 s), while the task still runs
+    wait_for(lambda: queue_counts(sqs_client, url)[0] == 2, timeout=1.5, message="the release of unstarted messages")
+    assert ends(first.record_path) == []
+    # And the running task finishes, and the worker exits 0
     assert first.wait(timeout=10) == 0, first.stderr
     assert len(ends(first.record_path)) == 1
     # And a second worker completes the rest: nothing lost, nothing twice
-    second = worker(url, "--until-empty", "--wait-time", "1")
+    second = worker(url, "--until-empty", "--wait-time", "1", "--concurrency", "2")
     assert second.wait() == 0, second.stderr
     assert sorted(starts(first.record_path)) == ["t0", "t1", "t2"]
     assert sorted(ends(first.record_path)) == ["t0", "t1", "t2"]

@@ -45,7 +45,7 @@ def fail_fixed(id: str) -> None:
     raise RuntimeError("always fails")
 
 
-@task(retry=linear(0, 1, max_retries=2))
+@task(retry=linear(0, 2, max_retries=2))
 def fail_linear(id: str) -> None:
     record("start", id=id)
     raise RuntimeError("always fails")
