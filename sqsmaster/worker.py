@@ -34,6 +34,7 @@ from .lease import receive_count
 from .limits import MAX_RECEIVE_MESSAGES, check_range, check_visibility_timeout, check_wait_time
 from .receiver import PendingLeases, Receiver, unreachable_backoff
 from .registry import Registry, TaskSpec, WorkerHandler, load_tasks
+from .retry import Retry
 from .worklog import AttemptRecord, log_event
 
 logger = logging.getLogger("sqsmaster.worker")
@@ -319,8 +320,9 @@ class WorkerLoop:
             action, delay = "deleted", None
         else:
             error = handler.exception
-            log_event(outcome, message.message_id, name, attempt, logging.ERROR, runtime=runtime,
-                      reason=f"{type(error).__name__}: {error}" if error is not None else None)
+            if not isinstance(error, Retry):  # a Retry the task raised is not a failure to report
+                log_event(outcome, message.message_id, name, attempt, logging.ERROR, runtime=runtime,
+                          reason=_describe(error))
             plan = handler.plan
             if lost:
                 action, delay = "lease lost", None
