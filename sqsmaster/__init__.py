@@ -22,6 +22,9 @@ from .errors import (
 )
 from .handler import MessageHandler
 from .manager import TaskManager
+from .registry import Registry, load_tasks, task
+from .retry import Retry, RetryPolicy, exponential, fixed, linear
+from .worker import Worker
 
 __version__ = "0.1.0"
 
@@ -31,4 +34,5 @@ __all__ = [
     "QueueDoesNotExist", "QueueError", "SendEntry", "SqsMasterError", "TaskManager", "TaskStuck", "UnknownTask",
     "open_queue", "__version__",
     "MemoryCapExceeded", "TaskAbandoned", "TaskCrashed", "TaskFailed",
+    "Registry", "Retry", "RetryPolicy", "Worker", "exponential", "fixed", "linear", "load_tasks", "task",
 ]

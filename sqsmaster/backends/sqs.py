@@ -37,11 +37,13 @@ def endpoint_and_region(url: str) -> tuple[str | None, str | None]:
     return f"{parts.scheme}://{parts.netloc}", None
 
 
-def make_client(url: str, *, read_timeout: float = 60, max_pool_connections: int = 10) -> Any:
+def make_client(url: str, *, read_timeout: float = 60, max_pool_connections: int = 10, max_attempts: int = 4) -> Any:
     """A boto3 SQS client for ``url``, with timeouts fit for long polls.
 
     For a non-AWS endpoint with no credentials configured, dummy credentials are
-    used: local SQS-compatible servers check none.
+    used: local SQS-compatible servers check none. ``max_attempts`` is the total
+    number of attempts per call (1 = no retry, for callers with a backoff of their
+    own); the default 4 is what botocore's ``max_attempts: 3`` (retries) meant.
     """
     import boto3
     from botocore.config import Config
@@ -52,7 +54,7 @@ def make_client(url: str, *, read_timeout: float = 60, max_pool_connections: int
     config = Config(
         connect_timeout=5,
         read_timeout=read_timeout,
-        retries={"mode": "standard", "max_attempts": 3},
+        retries={"mode": "standard", "total_max_attempts": max_attempts},
         max_pool_connections=max_pool_connections,
     )
     kwargs: dict[str, Any] = {"region_name": region, "config": config}

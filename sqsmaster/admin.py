@@ -1,0 +1,130 @@
+"""What the operator's commands do: queue status, peek, purge, redrive. The CLI is a thin layer over these."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from .backends import QueueBackend, open_queue
+from .deadletter import redrive, redrive_policy
+from .errors import ConfigurationError
+from .limits import MAX_RECEIVE_MESSAGES
+
+#: How long peeked messages are hidden before they are handed back (visibility 0) at once.
+PEEK_VISIBILITY = 10
+
+
+@dataclass
+class QueueStatus:
+    """A queue's depth as SQS reports it (approximate), its redrive policy and its DLQ's depth."""
+
+    url: str
+    visible: int
+    in_flight: int
+    delayed: int
+    redrive_policy: dict[str, Any] | None
+    dead_letter_url: str | None = None
+    dead_letter_visible: int | None = None
+
+
+def dead_letter_url(url: str, arn: str) -> str:
+    """The queue URL of a dead-letter queue named by ARN, on the same endpoint as ``url``."""
+    parts = arn.split(":")
+    if len(parts) < 6:
+        raise ConfigurationError(f"not a queue ARN: {arn!r}")
+    account, name = parts[4], parts[5]
+    split = urlsplit(url)
+    if split.scheme in ("http", "https"):
+        return f"{split.scheme}://{split.netloc}/{account}/{name}"
+    return f"{split.scheme}://{name}"
+
+
+def _depth(attributes: dict[str, str], name: str) -> int:
+    return int(attributes.get(name, "0"))
+
+
+def queue_status(url: str) -> QueueStatus:
+    """Depths of the queue and of its dead-letter queue. Raises QueueDoesNotExist / QueueError."""
+    queue = open_queue(url)
+    try:
+        attributes = queue.get_attributes()
+        policy = redrive_policy(queue)
+        status = QueueStatus(url, _depth(attributes, "ApproximateNumberOfMessages"),
+                             _depth(attributes, "ApproximateNumberOfMessagesNotVisible"),
+                             _depth(attributes, "ApproximateNumberOfMessagesDelayed"), policy)
+        if policy and policy.get("deadLetterTargetArn"):
+            status.dead_letter_url = dead_letter_url(url, str(policy["deadLetterTargetArn"]))
+            dlq = open_queue(status.dead_letter_url)
+            try:
+                status.dead_letter_visible = _depth(dlq.get_attributes(), "ApproximateNumberOfMessages")
+            finally:
+                dlq.close()
+        return status
+    finally:
+        queue.close()
+
+
+@dataclass
+class Peeked:
+    message_id: str
+    receive_count: int
+    body: str
+
+
+def peek(url: str, count: int = 10, *, force: bool = False) -> list[Peeked]:
+    """Up to ``count`` visible messages' bodies, handed back (visibility 0) without deleting them.
+
+    SQS has no true peek: each look is a receive, raises the message's receive
+    count, and can push it over a redrive policy's ``maxReceiveCount`` into the
+    DLQ. So on a queue with a redrive policy this refuses (ConfigurationError)
+    unless ``force``. Messages are hidden for a few seconds while we look.
+    """
+    queue = open_queue(url)
+    try:
+        policy = redrive_policy(queue)
+        if policy and not force:
+            raise ConfigurationError(
+                f"{url} has a redrive policy (maxReceiveCount={policy.get('maxReceiveCount')}): SQS has no true "
+                "peek, each look counts as a receive and can push a message into the dead-letter queue; "
+                "pass --force to peek anyway")
+        return _peek(queue, count)
+    finally:
+        queue.close()
+
+
+def _peek(queue: QueueBackend, count: int) -> list[Peeked]:
+    seen: dict[str, Peeked] = {}
+    handles: list[str] = []
+    try:
+        while len(seen) < count:
+            messages = queue.receive(min(MAX_RECEIVE_MESSAGES, count - len(seen)), 0, PEEK_VISIBILITY)
+            if not messages:
+                break
+            for message in messages:
+                handles.append(message.receipt_handle)
+                seen.setdefault(message.message_id, Peeked(message.message_id, message.receive_count,
+                                                           message.body))
+    finally:
+        for start in range(0, len(handles), MAX_RECEIVE_MESSAGES):
+            queue.change_visibility_batch([(handle, 0) for handle in handles[start:start + MAX_RECEIVE_MESSAGES]])
+    return list(seen.values())[:count]
+
+
+def purge(url: str) -> None:
+    """Delete every message in the queue (SQS allows one purge per queue every 60 s)."""
+    queue = open_queue(url)
+    try:
+        queue.purge()
+    finally:
+        queue.close()
+
+
+def redrive_queue(dlq_url: str, to_url: str, limit: int | None = None) -> int:
+    """Move messages from ``dlq_url`` to ``to_url``, send then delete; returns how many moved."""
+    source, target = open_queue(dlq_url), open_queue(to_url)
+    try:
+        return redrive(source, target, limit=limit)
+    finally:
+        source.close()
+        target.close()

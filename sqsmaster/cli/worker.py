@@ -1,0 +1,62 @@
+"""``sqsmaster worker``: run registered tasks from one or more queues."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Any
+
+from ..handler import DEFAULT_HARD_TIMEOUT
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "worker", help="run registered tasks from a queue",
+        description="Receive messages from QUEUE_URL (then from each --queue, in priority order), run the task "
+                    "each names from the --tasks module under a heartbeat and hard timeout, retry failures per the "
+                    "task's policy and dead-letter what cannot run. SIGTERM/SIGINT: stop receiving, release "
+                    "unstarted messages, let a running task finish within --grace; a second signal releases "
+                    "everything now. Exit codes: 0 stopped cleanly, 2 bad usage, 3 a queue is missing.")
+    parser.add_argument("url", metavar="QUEUE_URL", help="the queue to work on (highest priority)")
+    parser.add_argument("--tasks", required=True, metavar="MODULE",
+                        help="module whose @sqsmaster.task functions/handlers to run (pkg.mod or pkg.mod:registry)")
+    parser.add_argument("--queue", action="append", default=[], metavar="URL",
+                        help="another queue, taken only when the ones before it are empty (repeatable)")
+    parser.add_argument("--concurrency", type=int, default=1, metavar="N", help="tasks at once, one process each")
+    parser.add_argument("--isolation", default="signal", metavar="signal|process",
+                        help="default isolation for tasks that set none (default: signal)")
+    parser.add_argument("--sqs-timeout", type=float, default=30, metavar="S",
+                        help="visibility held while a task runs (default 30)")
+    parser.add_argument("--alarm-timeout", type=float, default=None, metavar="S",
+                        help="heartbeat period (default: sqs-timeout / 3)")
+    parser.add_argument("--hard-timeout", type=float, default=DEFAULT_HARD_TIMEOUT, metavar="S",
+                        help="default hard timeout of a task (default 4 hours)")
+    parser.add_argument("--grace", type=float, default=30, metavar="S",
+                        help="seconds a running task may finish after SIGTERM/SIGINT (default 30)")
+    parser.add_argument("--wait-time", type=float, default=20, metavar="S", help="longest receive wait (≤ 20)")
+    parser.add_argument("--max-tasks", type=int, default=None, metavar="N",
+                        help="exit after N tasks ended, whatever their outcome")
+    parser.add_argument("--prefetch", type=int, default=0, metavar="N",
+                        help="messages held beyond the running task, heartbeated until they start (default 0)")
+    parser.add_argument("--until-empty", action="store_true",
+                        help="exit once every queue is empty and no task of this worker runs")
+    parser.add_argument("--dlq", default=None, metavar="URL",
+                        help="dead-letter queue for queues without a redrive policy (send there, then delete)")
+    parser.add_argument("--log-format", choices=["text", "json"], default="text", help="log lines as text or JSON")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..worker import Worker
+    from ..worklog import configure_logging
+
+    configure_logging(args.log_format, logging.DEBUG if args.verbose else logging.INFO)
+    if os.getcwd() not in sys.path:  # --tasks names a module of the project the worker runs in
+        sys.path.insert(0, os.getcwd())
+    worker = Worker(args.url, args.tasks, queues=args.queue, concurrency=args.concurrency, isolation=args.isolation,
+                    sqs_timeout=args.sqs_timeout, alarm_timeout=args.alarm_timeout, hard_timeout=args.hard_timeout,
+                    wait_time=args.wait_time, max_tasks=args.max_tasks, until_empty=args.until_empty,
+                    prefetch=args.prefetch, grace=args.grace, dlq=args.dlq)
+    return worker.run()

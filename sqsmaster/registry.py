@@ -1,0 +1,222 @@
+"""The task registry: ``@task`` names a function or a ``MessageHandler`` subclass so a worker can run it.
+
+::
+
+    from sqsmaster import task, fixed
+
+    @task
+    def resize(path: str, width: int) -> None: ...          # called with the message's kwargs
+
+    @task(name="train", hard_timeout=3600, retry=fixed(60, max_retries=3), retry_on=(IOError,))
+    class Train(MessageHandler):                            # a handler class runs as usual
+        def run(self) -> None: ...
+
+Tasks decorated with plain ``@task`` go to :data:`default_registry`; a module
+may build its own :class:`Registry` instead. :func:`load_tasks` imports a module
+and returns the registry a worker should use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Union
+
+from .errors import ConfigurationError, UnknownTask
+from .handler import MessageHandler
+from .lease import receive_count
+from .retry import FailurePlan, Retry, RetryPolicy, plan_failure
+from .supervisor import isolation_modes
+from .worklog import log_event
+
+Target = Union[Callable[..., Any], type]
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A registered task: its name, what runs, and the options that override the worker's."""
+
+    name: str
+    target: Target
+    hard_timeout: float | None = None
+    sqs_timeout: float | None = None
+    alarm_timeout: float | None = None
+    isolation: str | None = None
+    retry: RetryPolicy | None = None
+    retry_on: tuple[type[BaseException], ...] | None = None
+    _classes: dict[str, type] = field(default_factory=dict, compare=False, repr=False)
+
+    def handler_class(self, default_isolation: str) -> type["WorkerHandler"]:
+        """The MessageHandler subclass a worker instantiates for this task (made once per isolation)."""
+        isolation = self.isolation or _own_isolation(self.target) or default_isolation
+        cls = self._classes.get(isolation)
+        if cls is None:
+            base = self.target if isinstance(self.target, type) else FunctionTask
+            attributes: dict[str, Any] = {"isolation": isolation, "spec": self}
+            if base is FunctionTask:
+                attributes["function"] = staticmethod(self.target)
+            cls = type(f"{self.name}Task", (WorkerHandler, base), attributes)
+            self._classes[isolation] = cls
+        return cls
+
+
+def _own_isolation(target: Target) -> str | None:
+    if not isinstance(target, type):
+        return None
+    for klass in target.__mro__:
+        if klass is MessageHandler:
+            return None
+        if "isolation" in klass.__dict__:
+            return str(klass.__dict__["isolation"])
+    return None
+
+
+class FunctionTask(MessageHandler):
+    """Runs a registered function with the message's kwargs."""
+
+    function: ClassVar[Callable[..., Any]]
+
+    def run(self) -> Any:
+        return type(self).function(**self.kwargs)
+
+
+class WorkerHandler(MessageHandler):
+    """What the worker adds to every task's handler: the retry policy and the dead-letter hand-back.
+
+    ``dead_letter_visibility`` (set by the worker) is how long a message past its
+    last retry stays hidden: 0 when the queue's redrive policy will move it, long
+    enough to send it to an explicit DLQ first, or 15 minutes when it is kept.
+    After the ``with`` block, ``plan`` says whether a failure was retried.
+    """
+
+    spec: ClassVar[TaskSpec]
+    dead_letter_visibility: int = 0
+    plan: FailurePlan | None = None
+    _logged_extensions = 0
+
+    def _report(self, error: BaseException) -> None:
+        # A task that raises Retry asked for it: no notify, no traceback; the worker logs "retry scheduled".
+        if not isinstance(error, Retry):
+            super()._report(error)
+
+    def running(self) -> bool:
+        # Called at each heartbeat tick, before the extension: log the previous tick's extension here,
+        # with the task's name and attempt (the lease only knows the message id).
+        lease = self.lease
+        if lease is not None and lease.extensions > self._logged_extensions:
+            self._logged_extensions = lease.extensions
+            log_event("extended", self.message_id, type(self).spec.name, receive_count(self.message),
+                      visibility=self.sqs_timeout, extensions=lease.extensions)
+        return super().running()
+
+    def backoff(self, receive_count: int) -> int:
+        error = self.exception if self.exception is not None else RuntimeError("unknown failure")
+        spec = type(self).spec
+        self.plan = plan_failure(error, receive_count, spec.retry, spec.retry_on)
+        if not self.plan.retry:
+            return self.dead_letter_visibility
+        if spec.retry is None and not (isinstance(error, Retry) and error.delay is not None):
+            return super().backoff(receive_count)  # the handler class's own backoff, or the default
+        return int(self.plan.delay or 0)
+
+
+class Registry:
+    """Task names to :class:`TaskSpec`. ``registry.task`` is a decorator like :func:`task`."""
+
+    def __init__(self) -> None:
+        self._tasks: dict[str, TaskSpec] = {}
+
+    def register(self, target: Target, name: str | None = None, **options: Any) -> TaskSpec:
+        """Register ``target`` under ``name`` (default: its ``__name__``); raises ConfigurationError."""
+        if isinstance(target, type):
+            if not issubclass(target, MessageHandler):
+                raise ConfigurationError(f"@task takes a function or a MessageHandler subclass, not {target!r}")
+        elif not callable(target):
+            raise ConfigurationError(f"@task takes a function or a MessageHandler subclass, not {target!r}")
+        name = name or getattr(target, "__name__", None)
+        if not isinstance(name, str) or not name:
+            raise ConfigurationError(f"task name must be a non-empty string, not {name!r}")
+        unknown = set(options) - {"hard_timeout", "sqs_timeout", "alarm_timeout", "isolation", "retry", "retry_on"}
+        if unknown:
+            raise ConfigurationError(f"unknown @task option(s): {', '.join(sorted(unknown))}")
+        isolation = options.get("isolation")
+        if isolation is not None and isolation not in isolation_modes():
+            raise ConfigurationError(f"unknown isolation {isolation!r}; choose one of {isolation_modes()}")
+        retry_on = options.get("retry_on")
+        if retry_on is not None:
+            options["retry_on"] = tuple(retry_on) if isinstance(retry_on, (tuple, list)) else (retry_on,)
+        if options.get("retry") is not None and not isinstance(options["retry"], RetryPolicy):
+            raise ConfigurationError("retry= takes fixed(...), linear(...) or exponential(...)")
+        spec = TaskSpec(name, target, **options)
+        self._tasks[name] = spec
+        return spec
+
+    def task(self, target: Target | None = None, *, name: str | None = None, **options: Any) -> Any:
+        """``@registry.task`` or ``@registry.task(name=..., **options)``; returns the target unchanged."""
+        def decorate(obj: Target) -> Target:
+            self.register(obj, name, **options)
+            return obj
+
+        return decorate(target) if target is not None else decorate
+
+    def get(self, name: str, message_id: str | None = None) -> TaskSpec:
+        """The task called ``name``; raises :class:`UnknownTask`."""
+        try:
+            return self._tasks[name]
+        except KeyError:
+            raise UnknownTask(name, message_id) from None
+
+    def names(self) -> list[str]:
+        return sorted(self._tasks)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tasks
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+
+#: Where plain ``@task`` registers.
+default_registry = Registry()
+
+
+def task(target: Target | None = None, *, name: str | None = None, **options: Any) -> Any:
+    """Register a function or a MessageHandler subclass in :data:`default_registry`.
+
+    Options override the worker's settings for this task: ``hard_timeout``,
+    ``sqs_timeout``, ``alarm_timeout``, ``isolation`` ("signal" or "process"),
+    ``retry`` (:func:`~sqsmaster.retry.fixed`, ``linear``, ``exponential``) and
+    ``retry_on`` (exception types worth a retry; others go to the dead-letter path).
+    """
+    return default_registry.task(target, name=name, **options)
+
+
+def load_tasks(tasks: Any) -> Registry:
+    """The registry for ``tasks``: a Registry, a module, or a module name (``"pkg.mod"`` / ``"pkg.mod:attr"``).
+
+    A module that defines a ``Registry`` at top level (or names it after ``:``)
+    gives that one; otherwise the default registry, after importing the module
+    so its ``@task`` decorators ran. Raises ConfigurationError when nothing is found.
+    """
+    if isinstance(tasks, Registry):
+        return tasks
+    attribute = None
+    if isinstance(tasks, str):
+        module_name, _, attribute = tasks.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise ConfigurationError(f"cannot import the tasks module {module_name!r}: {exc}") from exc
+    else:
+        module = tasks
+    if attribute:
+        found = getattr(module, attribute, None)
+        if not isinstance(found, Registry):
+            raise ConfigurationError(f"{tasks!r} is not a sqsmaster Registry")
+        return found
+    for value in vars(module).values():
+        if isinstance(value, Registry) and value is not default_registry:
+            return value
+    if not len(default_registry):
+        raise ConfigurationError(f"{getattr(module, '__name__', module)!r} registers no task (use @sqsmaster.task)")
+    return default_registry

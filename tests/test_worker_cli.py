@@ -1,0 +1,102 @@
+"""The operator commands, in-process (``sqsmaster.cli.main``), against the test server."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sqsmaster.cli import COMMANDS, main
+
+from .conftest import queue_counts
+from .workerkit import bodies, submit
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: sqsmaster " + command in capsys.readouterr().out
+
+
+def test_submit_sends_key_value_and_json_kwargs(make_queue, sqs_client, capsys):
+    url = make_queue()
+    assert main(["submit", url, "resize", "width=640", "name=cat.png", "--json", '{"tags": ["a"], "width": 1}']) == 0
+    message_id = capsys.readouterr().out.strip()
+    [message] = sqs_client.receive_message(QueueUrl=url, MessageAttributeNames=["All"])["Messages"]
+    assert message["MessageId"] == message_id
+    assert json.loads(message["Body"]) == {"task": "resize", "kwargs": {"tags": ["a"], "width": 640, "name": "cat.png"}}
+
+
+def test_submit_with_a_bad_pair_is_a_usage_error(make_queue, capsys):
+    assert main(["submit", make_queue(), "resize", "width"]) == 2
+    assert capsys.readouterr().err.strip() == "sqsmaster: error: expected key=value, got 'width'"
+
+
+def test_status_shows_depths_the_redrive_policy_and_the_dlq_depth(make_queue, sqs_client, capsys):
+    url = make_queue(dead_letter=True, max_receive_count=5)
+    dlq = make_queue.dead_letter_urls[url]
+    submit(sqs_client, url, "a")
+    submit(sqs_client, dlq, "b")
+
+    assert main(["status", url]) == 0
+
+    out = capsys.readouterr().out
+    assert "visible    1" in out and "in flight  0" in out and "delayed    0" in out
+    assert "after 5 receives" in out
+    assert f"dlq        {dlq} (1 visible)" in out
+
+
+def test_status_of_a_missing_queue_is_one_line_and_exit_3(sqs_server, capsys):
+    assert main(["status", f"{sqs_server.endpoint}/123456789012/nope"]) == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "does not exist" in err
+
+
+def test_peek_shows_bodies_and_leaves_them_visible(make_queue, sqs_client, capsys):
+    url = make_queue()
+    submit(sqs_client, url, "a", n=1)
+    submit(sqs_client, url, "b", n=2)
+
+    assert main(["peek", url, "-n", "5"]) == 0
+
+    captured = capsys.readouterr()
+    assert '{"task": "a", "kwargs": {"n": 1}}' in captured.out and '{"task": "b", "kwargs": {"n": 2}}' in captured.out
+    assert "receive count" in captured.err
+    assert queue_counts(sqs_client, url) == (2, 0, 0)
+
+
+def test_peek_refuses_a_queue_with_a_redrive_policy_unless_forced(make_queue, sqs_client, capsys):
+    url = make_queue(dead_letter=True, max_receive_count=2)
+    submit(sqs_client, url, "a")
+
+    assert main(["peek", url]) == 2
+    assert "redrive policy" in capsys.readouterr().err
+
+    assert main(["peek", url, "--force"]) == 0
+    assert '"task": "a"' in capsys.readouterr().out
+
+
+def test_purge_empties_the_queue(make_queue, sqs_client, capsys):
+    url = make_queue()
+    submit(sqs_client, url, "a")
+    assert main(["purge", url]) == 0
+    assert queue_counts(sqs_client, url) == (0, 0, 0)
+
+
+def test_redrive_moves_every_message_back_with_its_body(make_queue, sqs_client, capsys):
+    source, target = make_queue(), make_queue()
+    for index in range(12):
+        submit(sqs_client, source, "t", i=index)
+
+    assert main(["redrive", source, "--to", target]) == 0
+
+    assert "moved 12 message(s)" in capsys.readouterr().out
+    assert queue_counts(sqs_client, source) == (0, 0, 0)
+    assert bodies(sqs_client, target) == sorted(json.dumps({"task": "t", "kwargs": {"i": i}}) for i in range(12))
+
+
+def test_worker_with_an_unknown_isolation_is_a_usage_error(make_queue, capsys):
+    assert main(["worker", make_queue(), "--tasks", "tests.worker_tasks", "--isolation", "thread"]) == 2
+    assert "unknown isolation 'thread'" in capsys.readouterr().err

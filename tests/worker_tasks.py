@@ -1,0 +1,84 @@
+"""Tasks for the worker tests: each records what it did, one JSON line per event, in $SQSMASTER_TEST_RECORD."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from sqsmaster import MessageHandler, Retry, exponential, fixed, linear, task
+
+
+def record(event: str, **fields: object) -> None:
+    line = json.dumps({"event": event, "pid": os.getpid(), "at": time.time(), **fields}) + "\n"
+    fd = os.open(os.environ["SQSMASTER_TEST_RECORD"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    try:
+        os.write(fd, line.encode())  # one write per line: lines from several processes never interleave
+    finally:
+        os.close(fd)
+
+
+def runs(task_id: str) -> int:
+    try:
+        with open(os.environ["SQSMASTER_TEST_RECORD"]) as lines:
+            return sum(1 for line in lines if json.loads(line).get("id") == task_id and '"start"' in line)
+    except FileNotFoundError:
+        return 0
+
+
+@task
+def note(id: str) -> None:
+    record("start", id=id)
+    record("end", id=id)
+
+
+@task
+def nap(id: str, seconds: float) -> None:
+    record("start", id=id)
+    time.sleep(seconds)
+    record("end", id=id)
+
+
+@task(retry=fixed(1, max_retries=2))
+def fail_fixed(id: str) -> None:
+    record("start", id=id)
+    raise RuntimeError("always fails")
+
+
+@task(retry=linear(0, 2, max_retries=2))
+def fail_linear(id: str) -> None:
+    record("start", id=id)
+    raise RuntimeError("always fails")
+
+
+@task(retry=exponential(1, 1.5, max_retries=2))
+def fail_exponential(id: str) -> None:
+    record("start", id=id)
+    raise RuntimeError("always fails")
+
+
+@task(retry=fixed(0, max_retries=3), retry_on=(KeyError,))
+def fail_not_retried(id: str) -> None:
+    record("start", id=id)
+    raise ValueError("not worth a retry")
+
+
+@task
+def retry_once(id: str) -> None:
+    record("start", id=id)
+    if runs(id) < 2:
+        raise Retry(delay=1)
+    record("end", id=id)
+
+
+@task(name="handler_task")
+class HandlerTask(MessageHandler):
+    def run(self) -> None:
+        record("start", id=self.kwargs["id"], attempt=self.message.attributes.get("ApproximateReceiveCount"))
+        record("end", id=self.kwargs["id"])
+
+
+@task(name="isolated", isolation="signal")
+def isolated(id: str) -> None:
+    record("start", id=id, pid_of_task=os.getpid())
+    record("end", id=id)
