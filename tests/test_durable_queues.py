@@ -1,0 +1,88 @@
+"""sqlite:// and fq:// under real processes: kill -9 mid-task loses nothing; competing consumers share fairly."""
+
+from __future__ import annotations
+
+import collections
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sqsmaster import TaskManager, open_queue
+from sqsmaster.jobs import JobLog
+from sqsmaster.producer import build_entry
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(params=["sqlite", "fq"])
+def durable_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh durable queue URL with a 2 s visibility timeout."""
+    if request.param == "sqlite":
+        return f"sqlite://{tmp_path}/queue.db?queue=jobs&visibility_timeout=2"
+    return f"fq://{tmp_path}/queue?visibility_timeout=2"
+
+
+def start_consumer(url: str, tmp_path: Path, *extra: str) -> subprocess.Popen:
+    # -m from the project root, so the consumer imports this checkout's sqsmaster
+    return subprocess.Popen([sys.executable, "-m", "tests.durable_consumer", url, str(tmp_path / "events"), str(tmp_path / "jobs.log"),
+                             *extra], cwd=ROOT)
+
+
+def events(tmp_path: Path) -> list[tuple[str, str, str, str]]:
+    path = tmp_path / "events"
+    return [tuple(line.split()) for line in path.read_text().splitlines()] if path.exists() else []  # type: ignore
+
+
+def wait_for(condition, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def counts(url: str) -> tuple[int, int, int]:
+    attributes = open_queue(url).get_attributes()
+    return (int(attributes["ApproximateNumberOfMessages"]), int(attributes["ApproximateNumberOfMessagesNotVisible"]),
+            int(attributes["ApproximateNumberOfMessagesDelayed"]))
+
+
+def test_a_consumer_killed_mid_task_loses_nothing_and_the_task_completes_once_elsewhere(durable_url, tmp_path):
+    # Given a task that stalls on its first attempt, running in a consumer process
+    TaskManager(durable_url).submit("Stall")
+    first = start_consumer(durable_url, tmp_path)
+    assert wait_for(lambda: any(e[3] == "start" for e in events(tmp_path)), 15), "the task never started"
+    # When that process is killed with SIGKILL mid-task, and another consumer drains the queue
+    first.send_signal(signal.SIGKILL)
+    first.wait(10)
+    killed_at = time.time()
+    second = start_consumer(durable_url, tmp_path, "--until-empty")
+    assert second.wait(30) == 0
+    # Then the message came back after its lease ran out, and ran to completion once, in the second process
+    done = [e for e in events(tmp_path) if e[3] == "done"]
+    assert [e[0] for e in done] == [str(second.pid)]
+    [record] = JobLog(tmp_path / "jobs.log").records()
+    assert (record.pid, record.attempt, record.outcome) == (second.pid, 2, "succeeded")
+    assert record.started - killed_at < 4  # the 2 s lease, plus a consumer's start-up
+    assert counts(durable_url) == (0, 0, 0)
+
+
+def test_two_consumers_drain_two_thousand_messages_with_no_duplicates_and_no_losses(durable_url, tmp_path):
+    # Given 2,000 quick tasks
+    queue = open_queue(durable_url)
+    for start in range(0, 2000, 10):
+        queue.send_batch([build_entry("Quick", {"n": n}, {}, entry_id=str(n)) for n in range(start, start + 10)])
+    # When two consumer processes drain the queue at once
+    consumers = [start_consumer(durable_url, tmp_path, "--until-empty", "--batch", "10", "--sqs-timeout", "60")
+                 for _ in range(2)]
+    assert [c.wait(120) for c in consumers] == [0, 0]
+    # Then every message was done exactly once, and nothing is left
+    done = collections.Counter(e[1] for e in events(tmp_path) if e[3] == "done")
+    assert len(done) == 2000
+    assert max(done.values()) == 1
+    assert counts(durable_url) == (0, 0, 0)
