@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sqsmaster import TaskManager, open_queue
+from sqsmaster import ConfigurationError, LeaseLost, TaskManager, open_queue
 from sqsmaster.jobs import JobLog
 from sqsmaster.producer import build_entry
 
@@ -28,8 +28,8 @@ def durable_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 def start_consumer(url: str, tmp_path: Path, *extra: str) -> subprocess.Popen:
     # -m from the project root, so the consumer imports this checkout's sqsmaster
-    return subprocess.Popen([sys.executable, "-m", "tests.durable_consumer", url, str(tmp_path / "events"), str(tmp_path / "jobs.log"),
-                             *extra], cwd=ROOT)
+    return subprocess.Popen([sys.executable, "-m", "tests.durable_consumer", url, str(tmp_path / "events"),
+                             str(tmp_path / "jobs.log"), *extra], cwd=ROOT)
 
 
 def events(tmp_path: Path) -> list[tuple[str, str, str, str]]:
@@ -86,3 +86,44 @@ def test_two_consumers_drain_two_thousand_messages_with_no_duplicates_and_no_los
     assert len(done) == 2000
     assert max(done.values()) == 1
     assert counts(durable_url) == (0, 0, 0)
+
+
+def test_options_apply_when_the_queue_is_created_and_a_conflicting_reopen_is_refused(durable_url):
+    # Given a queue created with a 2 s visibility timeout
+    open_queue(durable_url)
+    # When it is opened again without options, and with another visibility timeout
+    plain = open_queue(durable_url.replace("visibility_timeout=2", "delay_seconds=0"))
+    # Then the first sees the queue's own attributes, and the second is refused with the reason
+    assert plain.get_attributes()["VisibilityTimeout"] == "2"
+    with pytest.raises(ConfigurationError, match="visibility_timeout=2"):
+        open_queue(durable_url.replace("visibility_timeout=2", "visibility_timeout=7"))
+    with pytest.raises(ConfigurationError, match="unknown queue URL option"):
+        open_queue(durable_url + "&visibilty_timeout=3")
+
+
+def test_send_many_inserts_any_number_in_bulk(durable_url):
+    queue = open_queue(durable_url)
+    ids = queue.send_many(build_entry("Quick", {"n": n}, {}) for n in range(1234))
+    assert len(set(ids)) == 1234
+    assert counts(durable_url) == (1234, 0, 0)
+
+
+def test_fq_release_all_hands_back_every_lease_and_keeps_the_tallies(tmp_path):
+    # Given a file queue with 5 messages, 2 deleted and 3 leased for a long time
+    queue = open_queue(f"fq://{tmp_path}/q?visibility_timeout=600")
+    queue.send_many(build_entry("Quick", {"n": n}, {}) for n in range(5))
+    messages = queue.receive(10)
+    for message in messages[:2]:
+        message.delete()
+    # When every lease is released
+    released = queue.release_all()
+    # Then the 3 come back at once, received a second time, and their old leases are gone
+    again = queue.receive(10)
+    assert released == 3
+    assert sorted(m.message_id for m in again) == sorted(m.message_id for m in messages[2:])
+    assert {m.receive_count for m in again} == {2}
+    with pytest.raises(LeaseLost):
+        messages[2].change_visibility(VisibilityTimeout=10)
+    assert (queue.inserted, queue.completed) == (5, 2)
+    queue.rezero()
+    assert (queue.inserted, queue.completed) == (0, 0)

@@ -23,8 +23,9 @@ import os
 import random
 import time
 import uuid
+from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 from urllib.parse import unquote, urlsplit
 
 from ..errors import ConfigurationError, LeaseLost, QueueError
@@ -128,6 +129,13 @@ class FileQueue(QueueBackend):
         ids = self._insert(entries)
         return {"Successful": [{"Id": e.id, "MessageId": m} for e, m in zip(entries, ids)], "Failed": []}
 
+    def send_many(self, entries: Iterable[SendEntry], chunk: int = 500) -> list[str]:
+        """Send any number of messages; returns their ids in order (the bulk path; SQS batches hold 10)."""
+        iterator, ids = iter(entries), []
+        while batch := list(islice(iterator, chunk)):
+            ids += self._insert(batch)
+        return ids
+
     def _insert(self, entries: list[SendEntry]) -> list[str]:
         now = time.time()
         ids = []
@@ -220,8 +228,11 @@ class FileQueue(QueueBackend):
             os.rename(source, self._queue_dir / name)
         except FileNotFoundError:
             return None
-        with open(self._queue_dir / name) as file:
-            content = json.load(file)
+        try:
+            with open(self._queue_dir / name) as file:
+                content = json.load(file)
+        except FileNotFoundError:  # purged (or released and taken) in the instant since our rename
+            return None
         handle = f"{message_id}:{count + 1}:{_micros(now)}"
         self._remember(handle, name)
         attributes = {"SenderId": "local", "SentTimestamp": str(int(content["sent"] * 1000)),

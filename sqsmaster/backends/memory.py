@@ -25,7 +25,6 @@ from ..errors import ConfigurationError, LeaseLost
 from ..limits import MAX_VISIBILITY_TIMEOUT
 from .base import Message, QueueBackend, SendEntry
 
-
 #: How many handles of deleted messages a LocalQueue remembers, so a repeated delete succeeds.
 _DELETED_HANDLES_KEPT = 10_000
 

@@ -20,8 +20,9 @@ import threading
 import time
 import uuid
 from contextlib import contextmanager
+from itertools import islice
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 from urllib.parse import quote, unquote, urlsplit
 
 from ..errors import ConfigurationError, LeaseLost, QueueError
@@ -40,7 +41,7 @@ CREATE TABLE IF NOT EXISTS queues (
 CREATE TABLE IF NOT EXISTS messages (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     queue TEXT NOT NULL,
-    message_id TEXT NOT NULL UNIQUE,
+    message_id TEXT NOT NULL,
     body TEXT NOT NULL,
     message_attributes TEXT NOT NULL,
     group_id TEXT,
@@ -129,6 +130,7 @@ class SqliteQueue(QueueBackend):
 
     @contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:
+        """The connection for one statement, which autocommit makes a transaction of its own."""
         with self._lock:
             try:
                 yield self._connect()
@@ -159,10 +161,21 @@ class SqliteQueue(QueueBackend):
         ids = self._insert(entries)
         return {"Successful": [{"Id": e.id, "MessageId": m} for e, m in zip(entries, ids)], "Failed": []}
 
+    def send_many(self, entries: Iterable[SendEntry], chunk: int = 500) -> list[str]:
+        """Send any number of messages, ``chunk`` per transaction; returns their ids in order.
+
+        Not an SQS verb (SQS batches hold 10): the bulk path for producers of a local queue.
+        A failure raises QueueError; the chunks committed before it stay sent.
+        """
+        iterator, ids = iter(entries), []
+        while batch := list(islice(iterator, chunk)):
+            ids += self._insert(batch)
+        return ids
+
     def _insert(self, entries: list[SendEntry]) -> list[str]:
         now = time.time()
-        rows = [(self.name, str(uuid.uuid4()), e.body, json.dumps(e.message_attributes), e.group_id, now,
-                 now + (e.delay_seconds or self.options.delay_seconds)) for e in entries]
+        rows = [(self.name, str(uuid.uuid4()), e.body, json.dumps(e.message_attributes) if e.message_attributes
+                 else "{}", e.group_id, now, now + (e.delay_seconds or self.options.delay_seconds)) for e in entries]
         with self._transaction() as db:
             db.executemany("INSERT INTO messages (queue, message_id, body, message_attributes, group_id, sent_at, "
                            "visible_at) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
@@ -199,7 +212,7 @@ class SqliteQueue(QueueBackend):
                 for row in dead:
                     logger.warning("message %s: received %d times, moved to dead-letter queue %s",
                                    row[1], row[6], self.options.dead_letter)
-            handles = [f"{row[1]}:{row[6] + 1}:{uuid.uuid4().hex[:8]}" for row in leased]
+            handles = [f"{row[0]}:{row[6] + 1}:{uuid.uuid4().hex[:8]}" for row in leased]
             db.executemany("UPDATE messages SET receive_count = receive_count + 1, handle = ?, visible_at = ?, "
                            "lease_started = ?, first_receive = COALESCE(first_receive, ?) WHERE seq = ?",
                            [(h, now + timeout, now, now, row[0]) for h, row in zip(handles, leased)])
@@ -222,38 +235,37 @@ class SqliteQueue(QueueBackend):
 
     def change_visibility(self, receipt_handle: str, visibility_timeout: int,
                           message_id: str | None = None) -> None:
-        message_id = _handle_message_id(receipt_handle, message_id)
+        seq = _handle_seq(receipt_handle, message_id)
         now = time.time()
         with self._transaction() as db:
-            row = db.execute("SELECT handle, visible_at, lease_started FROM messages WHERE message_id = ? "
-                             "AND queue = ?", (message_id, self.name)).fetchone()
+            row = db.execute("SELECT message_id, handle, visible_at, lease_started FROM messages WHERE seq = ? "
+                             "AND queue = ?", (seq, self.name)).fetchone()
             if row is None:
                 raise LeaseLost(message_id, "ReceiptHandleIsInvalid", "the message was deleted or moved")
-            handle, visible_at, lease_started = row
+            message_id, handle, visible_at, lease_started = row
             if handle != receipt_handle or visible_at <= now:
                 raise LeaseLost(message_id, "MessageNotInflight", "the message is not in flight for this handle")
             if now + visibility_timeout - lease_started > MAX_VISIBILITY_TIMEOUT:
                 raise LeaseLost(message_id, "InvalidParameterValue",
                                 f"visibility would pass {MAX_VISIBILITY_TIMEOUT}s since receipt")
-            db.execute("UPDATE messages SET visible_at = ? WHERE message_id = ?", (now + visibility_timeout,
-                                                                                   message_id))
+            db.execute("UPDATE messages SET visible_at = ? WHERE seq = ?", (now + visibility_timeout, seq))
 
     def delete(self, receipt_handle: str, message_id: str | None = None) -> None:
         """Delete the message; a stale handle (the message was received again) deletes nothing, as on SQS."""
-        message_id = _handle_message_id(receipt_handle, message_id)
-        with self._transaction() as db:
-            db.execute("DELETE FROM messages WHERE message_id = ? AND handle = ?", (message_id, receipt_handle))
+        seq = _handle_seq(receipt_handle, message_id)
+        with self._reading() as db:  # one statement: a transaction of its own
+            db.execute("DELETE FROM messages WHERE seq = ? AND handle = ?", (seq, receipt_handle))
 
     def delete_batch(self, receipt_handles: list[str]) -> list[dict[str, Any]]:
         """Delete several messages in one transaction; a malformed handle fails alone."""
         failed, pairs = [], []
         for index, handle in enumerate(receipt_handles):
             try:
-                pairs.append((_handle_message_id(handle, None), handle))
+                pairs.append((_handle_seq(handle, None), handle))
             except LeaseLost as exc:
                 failed.append({"Id": str(index), "Code": exc.code, "Message": str(exc)})
         with self._transaction() as db:
-            db.executemany("DELETE FROM messages WHERE message_id = ? AND handle = ?", pairs)
+            db.executemany("DELETE FROM messages WHERE seq = ? AND handle = ?", pairs)
         return failed
 
     def get_attributes(self) -> dict[str, str]:
@@ -301,10 +313,13 @@ class SqliteQueue(QueueBackend):
             self._connection = None
 
 
-def _handle_message_id(receipt_handle: str, message_id: str | None) -> str:
-    """The message id a receipt handle (``ID:COUNT:NONCE``) names; LeaseLost if it is not one of ours."""
+def _handle_seq(receipt_handle: str, message_id: str | None) -> int:
+    """The row a receipt handle (``SEQ:COUNT:NONCE``) names; LeaseLost if it is not one of ours.
+
+    The handle names the row, not the message id, so a delete touches one b-tree fewer.
+    """
     parts = receipt_handle.split(":") if isinstance(receipt_handle, str) else []
-    if len(parts) != 3 or not parts[0]:
+    if len(parts) != 3 or not parts[0].isdigit():
         raise LeaseLost(message_id, "ReceiptHandleIsInvalid", f"not a sqlite receipt handle: {receipt_handle!r}")
-    return parts[0]
+    return int(parts[0])
 
