@@ -71,16 +71,19 @@ class SqliteQueue(QueueBackend):
     """One named queue in an SQLite file; other queues (its dead-letter queue) may share the file.
 
     The file and the queue are created on first use, with the URL's options
-    (``visibility_timeout``, ``delay_seconds``, ``max_receive_count``, ``dead_letter``,
-    and ``synchronous=FULL`` to survive power loss as well as process death).
+    (``visibility_timeout``, ``delay_seconds``, ``max_receive_count``, ``dead_letter``) and
+    ``synchronous``: ``NORMAL`` (the default) survives the death of any process and keeps the
+    file consistent through an OS crash, losing at most the last commits; ``FULL`` loses
+    nothing on an OS crash or power loss; ``OFF`` (faster) still survives process death,
+    but an OS crash can corrupt the file.
     """
 
     def __init__(self, url: str, client: Any = None) -> None:
         self.url = url
         self.path, self.name, params = parse_sqlite_url(url)
         self.synchronous = params.pop("synchronous", "NORMAL").upper()
-        if self.synchronous not in ("NORMAL", "FULL"):
-            raise ConfigurationError(f"synchronous must be NORMAL or FULL, not {self.synchronous!r}")
+        if self.synchronous not in ("OFF", "NORMAL", "FULL"):
+            raise ConfigurationError(f"synchronous must be OFF, NORMAL or FULL, not {self.synchronous!r}")
         wanted, given = parse_options(params, default_dead_letter=f"{self.name}-dlq")
         self._lock = threading.Lock()
         self._connection: sqlite3.Connection | None = None
