@@ -39,6 +39,8 @@ logger = logging.getLogger(__name__)
 RESCAN_INTERVAL = 1.0
 #: Candidates are shuffled within windows of this many (oldest first overall), so workers collide less.
 SHUFFLE_WINDOW = 64
+#: A file in tmp/ older than this (s) is what a sender killed mid-write left behind; opening the queue removes it.
+ORPHAN_AGE = 3600
 #: Remembered receipt handle -> file name pairs (the rest are found by a directory scan).
 HANDLE_CACHE_SIZE = 10_000
 _WIDTH = 17  # digits of a microsecond wall-clock time, zero-padded so names sort by it
@@ -94,6 +96,7 @@ class FileQueue(QueueBackend):
             self._queue_dir.mkdir(parents=True, exist_ok=True)
             self._tmp_dir.mkdir(exist_ok=True)
             self.options = self._create(wanted)
+            self._remove_orphans()
         except OSError as exc:
             raise QueueError(f"file queue {url}: {exc}") from exc
         check_same(url, self.options, wanted, given)
@@ -115,6 +118,15 @@ class FileQueue(QueueBackend):
             finally:
                 tmp.unlink()
         return QueueOptions(**json.loads(config.read_text())["options"])
+
+    def _remove_orphans(self) -> None:
+        cutoff = time.time() - ORPHAN_AGE
+        for entry in os.scandir(self._tmp_dir):
+            try:
+                if entry.stat().st_mtime < cutoff:
+                    os.remove(entry.path)
+            except FileNotFoundError:
+                pass
 
     def dead_letter_url(self) -> str | None:
         """The URL of this queue's dead-letter queue (None without a redrive policy)."""
