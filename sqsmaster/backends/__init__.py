@@ -1,4 +1,5 @@
-"""Queue backends, picked by URL scheme: ``http(s)://`` SQS, ``mem://`` LocalQueue."""
+"""Queue backends, picked by URL scheme: ``http(s)://`` SQS, ``mem://`` LocalQueue,
+``sqlite:///PATH?queue=NAME`` and ``fq:///DIR`` (durable local queues)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,22 @@ def _memory(url: str, client: Any = None) -> QueueBackend:
 register_scheme("http", _sqs)
 register_scheme("https", _sqs)
 register_scheme("mem", _memory)
+
+
+def _sqlite(url: str, client: Any = None) -> QueueBackend:
+    from .sqlite import SqliteQueue
+
+    return SqliteQueue(url)
+
+
+def _file_queue(url: str, client: Any = None) -> QueueBackend:
+    from .fq import FileQueue
+
+    return FileQueue(url)
+
+
+register_scheme("sqlite", _sqlite)
+register_scheme("fq", _file_queue)
 
 
 def open_queue(url: str, *, client: Any = None,

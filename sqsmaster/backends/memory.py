@@ -25,6 +25,9 @@ from ..errors import ConfigurationError, LeaseLost
 from ..limits import MAX_VISIBILITY_TIMEOUT
 from .base import Message, QueueBackend, SendEntry
 
+#: How many handles of deleted messages a LocalQueue remembers, so a repeated delete succeeds.
+_DELETED_HANDLES_KEPT = 10_000
+
 
 @dataclass
 class _Record:
@@ -80,6 +83,8 @@ class LocalQueue(QueueBackend):
         self._clock = clock
         self._records: dict[str, _Record] = {}
         self._by_handle: dict[str, _Record] = {}
+        # Handles of deleted messages (the newest, bounded), so deleting twice succeeds as on SQS.
+        self._deleted_handles: dict[str, None] = {}
         self._condition = threading.Condition()
         self._sequence = itertools.count()
         self._created = int(time.time())
@@ -143,10 +148,15 @@ class LocalQueue(QueueBackend):
         with self._condition:
             record = self._by_handle.get(receipt_handle)
             if record is None:
+                if receipt_handle in self._deleted_handles:
+                    return  # deleting a deleted message succeeds: delete is idempotent
                 raise LeaseLost(message_id, "ReceiptHandleIsInvalid", "no such receipt handle")
             # Like SQS: a handle from an earlier receive "succeeds" but deletes nothing.
             if record.receipt_handle == receipt_handle:
                 self._forget(record)
+                self._deleted_handles[receipt_handle] = None
+                if len(self._deleted_handles) > _DELETED_HANDLES_KEPT:
+                    self._deleted_handles.pop(next(iter(self._deleted_handles)))
 
     def get_attributes(self) -> dict[str, str]:
         with self._condition:

@@ -1,0 +1,159 @@
+"""Job records: one line per attempt at a task, in a JSON-lines job log.
+
+``record_from_handler(handler)`` turns a finished :class:`~sqsmaster.MessageHandler`
+into a :class:`JobRecord`; :class:`JobLog` appends records to a file that many worker
+processes can share (each record is one ``write()`` of one line in append mode) and
+reads them back. ``sqsmaster report`` summarises a job log and draws its timeline.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import resource
+import socket
+import time
+import traceback
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Iterator
+
+from .encoding import decode_task
+from .errors import MalformedMessage
+from .lease import receive_count
+
+logger = logging.getLogger(__name__)
+
+#: How an attempt ended, in the order reports list them.
+OUTCOMES = ("succeeded", "failed", "timed out", "killed", "released", "dead-lettered")
+
+#: MessageHandler's outcomes as job outcomes: a stuck task is killed; an interrupted one is released.
+_HANDLER_OUTCOMES = {"succeeded": "succeeded", "failed": "failed", "timed out": "timed out",
+                     "stuck": "killed", "interrupted": "released"}
+
+
+@dataclass
+class JobRecord:
+    """One attempt at one message's task. Times are wall-clock seconds since the epoch.
+
+    ``attempt`` is the message's receive count; ``submitted`` is when the message was
+    sent (SQS's ``SentTimestamp``); ``peak_memory`` is in bytes (None when unknown).
+    """
+
+    message_id: str | None
+    task: str | None
+    attempt: int
+    host: str
+    pid: int
+    submitted: float | None
+    started: float
+    ended: float
+    runtime: float
+    outcome: str
+    exception: str | None = None
+    traceback: str | None = None
+    peak_memory: int | None = None
+
+    @property
+    def worker(self) -> str:
+        """``host:pid``, the row group a timeline draws the attempt in."""
+        return f"{self.host}:{self.pid}"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "JobRecord":
+        """Build a record from a decoded JSON line; unknown keys are ignored (newer writers may add some)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def peak_memory(children: bool = False) -> int:
+    """Peak resident memory in bytes of this process (or of its waited-for children)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF)
+    return int(usage.ru_maxrss) * 1024  # Linux reports kilobytes
+
+
+def record_from_handler(handler: Any, *, task: str | None = None, ended: float | None = None,
+                        max_receive_count: int | None = None, peak_memory_bytes: int | None = None) -> JobRecord:
+    """The record of a MessageHandler whose ``with`` block has ended.
+
+    Call it right after the block (``ended`` defaults to now; ``started`` is ``ended - runtime``).
+    ``task`` defaults to the name in the message body. A failed attempt numbered
+    ``max_receive_count`` or more is recorded as ``dead-lettered``: the queue's redrive
+    policy moves the message on its next receive. ``peak_memory_bytes`` defaults to this
+    process's peak (its children's for process isolation).
+    """
+    message = handler.message
+    ended = time.time() if ended is None else ended
+    runtime = float(handler.runtime or 0.0)
+    attempt = receive_count(message)
+    outcome = _HANDLER_OUTCOMES.get(str(handler.outcome), str(handler.outcome))
+    if outcome not in ("succeeded", "released") and max_receive_count and attempt >= max_receive_count:
+        outcome = "dead-lettered"
+    error = handler.exception
+    if peak_memory_bytes is None:
+        peak_memory_bytes = peak_memory(children=getattr(handler, "isolation", "signal") == "process")
+    return JobRecord(
+        message_id=getattr(message, "message_id", None),
+        task=task if task is not None else _task_name(message),
+        attempt=attempt, host=socket.gethostname(), pid=os.getpid(),
+        submitted=_sent_timestamp(message), started=ended - runtime, ended=ended, runtime=runtime,
+        outcome=outcome,
+        exception=None if error is None else f"{type(error).__name__}: {error}",
+        traceback=None if error is None else "".join(traceback.format_exception(type(error), error,
+                                                                                 error.__traceback__)),
+        peak_memory=peak_memory_bytes,
+    )
+
+
+def _task_name(message: Any) -> str | None:
+    try:
+        return decode_task(getattr(message, "body", ""), getattr(message, "message_id", None))[0]
+    except MalformedMessage:
+        return None
+
+
+def _sent_timestamp(message: Any) -> float | None:
+    sent = (getattr(message, "attributes", None) or {}).get("SentTimestamp")
+    try:
+        return int(sent) / 1000 if sent is not None else None
+    except ValueError:
+        return None
+
+
+class JobLog:
+    """A JSON-lines file of job records, shared safely by the processes of one host.
+
+    ``append`` opens the file in append mode and writes one line in one call, so
+    lines from different processes never interleave (on a local filesystem).
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    def append(self, record: JobRecord) -> None:
+        """Add one record; creates the file (and its directory) if needed."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as file:
+            file.write(record.to_json() + "\n")
+
+    def __iter__(self) -> Iterator[JobRecord]:
+        return self.read()
+
+    def read(self) -> Iterator[JobRecord]:
+        """The records in file order. A line that is not a record (a writer killed mid-line) is skipped
+        with a warning. Raises FileNotFoundError when there is no log."""
+        with open(self.path, encoding="utf-8") as file:
+            for number, line in enumerate(file, 1):
+                if not line.strip():
+                    continue
+                try:
+                    yield JobRecord.from_dict(json.loads(line))
+                except (ValueError, TypeError) as exc:
+                    logger.warning("%s:%d: skipped a line that is not a job record (%s)", self.path, number, exc)
+
+    def records(self) -> list[JobRecord]:
+        return list(self.read())

@@ -1,0 +1,70 @@
+"""``sqsmaster report``: a summary, a CSV and a timeline from a real job log."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+import pytest
+
+from sqsmaster import TaskManager
+from sqsmaster.cli import main
+from sqsmaster.jobs import JobLog
+
+from .test_durable_queues import start_consumer
+
+pytestmark = pytest.mark.xdist_group("report")  # one job log for the module
+
+
+@pytest.fixture(scope="module")
+def job_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The job log of two consumer processes that ran quick, slower and failing tasks on sqlite://."""
+    tmp_path = tmp_path_factory.mktemp("report")
+    url = f"sqlite://{tmp_path}/queue.db?queue=jobs&visibility_timeout=5&max_receive_count=2"
+    with TaskManager(url) as manager:
+        for n in range(4):
+            manager.submit("Quick", n=n)
+        for _ in range(2):
+            manager.submit("Sleep", seconds=0.4)
+        manager.submit("Fail", seconds=0.2)
+    consumers = [start_consumer(url, tmp_path, "--until-empty", "--max-receive-count", "2") for _ in range(2)]
+    assert [c.wait(60) for c in consumers] == [0, 0]
+    return tmp_path / "jobs.log"
+
+
+def test_every_attempt_is_recorded_with_its_outcome(job_log):
+    records = JobLog(job_log).records()
+    outcomes = sorted((r.task, r.attempt, r.outcome) for r in records)
+    assert outcomes == [("Fail", 1, "failed"), ("Fail", 2, "dead-lettered")] + [("Quick", 1, "succeeded")] * 4 + [
+        ("Sleep", 1, "succeeded")] * 2
+    failed = next(r for r in records if r.outcome == "failed")
+    assert failed.exception == "RuntimeError: this task always fails"
+    assert "Traceback" in (failed.traceback or "")
+    assert all(r.submitted <= r.started <= r.ended and r.peak_memory for r in records)
+    assert all(r.runtime >= 0.4 for r in records if r.task == "Sleep")
+
+
+def test_the_report_prints_a_summary_and_writes_a_csv_and_a_timeline(job_log, tmp_path, capsys):
+    # When the report runs on the job log with both outputs
+    code = main(["report", str(job_log), "--csv", str(tmp_path / "jobs.csv"),
+                 "--timeline", str(tmp_path / "timeline.png")])
+    # Then it prints a table per task, and writes one CSV row per attempt and a PNG picture
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "dead-lettered" in out and "Quick" in out and "8 attempts by" in out
+    with open(tmp_path / "jobs.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert len(rows) == 8 and {"task", "outcome", "started", "traceback"} <= set(rows[0])
+    assert (tmp_path / "timeline.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_without_matplotlib_the_timeline_says_how_to_install_it(job_log, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    assert main(["report", str(job_log), "--timeline", str(tmp_path / "t.png")]) == 2
+    assert "pip install 'sqsmaster[plot]'" in capsys.readouterr().err
+
+
+def test_a_missing_job_log_is_a_failure(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "nothing.log")]) == 1
+    assert "cannot read the job log" in capsys.readouterr().err
