@@ -53,8 +53,10 @@ def queue_status(url: str) -> QueueStatus:
         status = QueueStatus(url, _depth(attributes, "ApproximateNumberOfMessages"),
                              _depth(attributes, "ApproximateNumberOfMessagesNotVisible"),
                              _depth(attributes, "ApproximateNumberOfMessagesDelayed"), policy)
-        if policy and policy.get("deadLetterTargetArn"):
-            status.dead_letter_url = dead_letter_url(url, str(policy["deadLetterTargetArn"]))
+        if policy and (policy.get("deadLetterTargetUrl") or policy.get("deadLetterTargetArn")):
+            # Local queues name their dead-letter queue by URL; SQS only by ARN.
+            status.dead_letter_url = str(policy.get("deadLetterTargetUrl")
+                                         or dead_letter_url(url, str(policy["deadLetterTargetArn"])))
             dlq = open_queue(status.dead_letter_url)
             try:
                 status.dead_letter_visible = _depth(dlq.get_attributes(), "ApproximateNumberOfMessages")

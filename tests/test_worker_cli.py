@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from sqsmaster import LocalQueue, TaskManager
 from sqsmaster.cli import COMMANDS, main
 
 from .conftest import queue_counts
@@ -100,3 +101,28 @@ def test_redrive_moves_every_message_back_with_its_body(make_queue, sqs_client, 
 def test_worker_with_an_unknown_isolation_is_a_usage_error(make_queue, capsys):
     assert main(["worker", make_queue(), "--tasks", "tests.worker_tasks", "--isolation", "thread"]) == 2
     assert "unknown isolation 'thread'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("scheme", ["sqlite", "fq", "mem"])
+def test_status_finds_the_dead_letter_queue_of_a_local_queue(scheme, tmp_path, capsys):
+    # Given a local queue with a redrive policy and one message in its dead-letter queue
+    if scheme == "sqlite":
+        url = f"sqlite:///{tmp_path}/q.db?queue=work&max_receive_count=2&dead_letter=work-dlq"
+    elif scheme == "fq":
+        url = f"fq:///{tmp_path}/work?max_receive_count=2&dead_letter={tmp_path}/work-dlq"
+    else:
+        dead = LocalQueue("mem://work-dlq")
+        LocalQueue("mem://work", redrive_policy={"deadLetterTargetArn": dead.arn, "maxReceiveCount": 2})
+        url = "mem://work"
+    tm = TaskManager(url)
+    tm.submit("Poison")
+    for _ in range(3):  # received with visibility 0 twice; the third receive moves it to the dead-letter queue
+        tm.queue.receive(1, 0, 0)
+
+    # When the operator asks for its status
+    assert main(["status", url]) == 0
+
+    # Then the dead-letter queue is found and its depth shown
+    out = capsys.readouterr().out
+    assert "after 2 receives" in out
+    assert "(1 visible)" in out

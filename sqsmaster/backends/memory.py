@@ -185,7 +185,11 @@ class LocalQueue(QueueBackend):
         if self.fifo:
             attributes["FifoQueue"] = "true"
         if self.redrive_policy:
-            attributes["RedrivePolicy"] = json.dumps(self.redrive_policy)
+            policy = dict(self.redrive_policy)
+            target = LocalQueue._by_arn(str(policy.get("deadLetterTargetArn")))
+            if target is not None:
+                policy["deadLetterTargetUrl"] = target.url
+            attributes["RedrivePolicy"] = json.dumps(policy)
         return attributes
 
     def set_attributes(self, attributes: dict[str, str]) -> None:
