@@ -10,7 +10,7 @@ import pytest
 from sqsmaster.supervisor import isolation_modes
 
 from .conftest import queue_counts
-from .workerkit import WorkerRun, bodies, ends, records, starts, submit, wait_for
+from .workerkit import bodies, ends, records, starts, submit, wait_for, worker_factory
 
 FAST = ["--sqs-timeout", "4", "--wait-time", "1"]
 
@@ -18,16 +18,7 @@ FAST = ["--sqs-timeout", "4", "--wait-time", "1"]
 @pytest.fixture
 def worker(tmp_path):
     """Factory: start ``sqsmaster worker URL --tasks tests.worker_tasks ARGS``; killed at the end if still alive."""
-    runs: list[WorkerRun] = []
-
-    def start(url: str, *args: str) -> WorkerRun:
-        run = WorkerRun(url, [*FAST, *args], tmp_path / "records.jsonl")
-        runs.append(run)
-        return run
-
-    yield start
-    for run in runs:
-        run.kill()
+    yield from worker_factory(tmp_path, FAST)
 
 
 def test_until_empty_runs_every_registered_task_exactly_once_and_logs_json(make_queue, sqs_client, worker):

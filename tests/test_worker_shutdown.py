@@ -12,23 +12,14 @@ import time
 import pytest
 
 from .conftest import queue_counts
-from .workerkit import WorkerRun, client_for, ends, records, starts, submit, wait_for
+from .workerkit import client_for, ends, records, starts, submit, wait_for, worker_factory
 
 FAST = ["--sqs-timeout", "4", "--wait-time", "20"]
 
 
 @pytest.fixture
 def worker(tmp_path):
-    runs: list[WorkerRun] = []
-
-    def start(url: str, *args: str) -> WorkerRun:
-        run = WorkerRun(url, [*FAST, *args], tmp_path / "records.jsonl")
-        runs.append(run)
-        return run
-
-    yield start
-    for run in runs:
-        run.kill()
+    yield from worker_factory(tmp_path, FAST)
 
 
 def test_sigterm_mid_task_releases_unstarted_messages_at_once_and_a_second_worker_completes_the_rest(

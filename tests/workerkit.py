@@ -100,3 +100,18 @@ def bodies(client: Any, url: str) -> list[str]:
 
 def client_for(endpoint: str) -> Any:
     return boto3.client("sqs", endpoint_url=endpoint, region_name="us-east-1")
+
+
+def worker_factory(tmp_path: Path, fast: list[str]) -> Any:
+    """A fixture body: ``start(url, *args)`` launches ``sqsmaster worker`` with ``fast`` options first;
+    every worker still alive at the end is killed."""
+    runs: list[WorkerRun] = []
+
+    def start(url: str, *args: str) -> WorkerRun:
+        run = WorkerRun(url, [*fast, *args], tmp_path / "records.jsonl")
+        runs.append(run)
+        return run
+
+    yield start
+    for run in runs:
+        run.kill()

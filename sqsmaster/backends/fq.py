@@ -31,7 +31,15 @@ from urllib.parse import unquote, urlsplit
 from ..errors import ConfigurationError, LeaseLost, QueueError
 from ..limits import MAX_VISIBILITY_TIMEOUT
 from .base import Message, QueueBackend, SendEntry
-from .options import OPTION_NAMES, POLL_INTERVAL, QueueOptions, check_same, parse_options, split_query
+from .options import (
+    OPTION_NAMES,
+    POLL_INTERVAL,
+    QueueOptions,
+    check_same,
+    parse_options,
+    queue_attributes,
+    split_query,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -325,21 +333,8 @@ class FileQueue(QueueBackend):
                 delayed += 1
             else:
                 in_flight += 1
-        attributes = {
-            "QueueArn": f"arn:sqsmaster:fq:{self.directory}",
-            "ApproximateNumberOfMessages": str(visible),
-            "ApproximateNumberOfMessagesNotVisible": str(in_flight),
-            "ApproximateNumberOfMessagesDelayed": str(delayed),
-            "VisibilityTimeout": str(self.options.visibility_timeout),
-            "DelaySeconds": str(self.options.delay_seconds),
-            "MaximumMessageSize": "1048576",
-            "ReceiveMessageWaitTimeSeconds": "0",
-        }
-        if self.options.redrive():
-            attributes["RedrivePolicy"] = json.dumps({
-                "deadLetterTargetArn": f"arn:sqsmaster:fq:{self.options.dead_letter}",
-                "maxReceiveCount": self.options.max_receive_count, "deadLetterTargetUrl": self.dead_letter_url()})
-        return attributes
+        return queue_attributes(f"arn:sqsmaster:fq:{self.directory}", visible, in_flight, delayed, self.options,
+                                f"arn:sqsmaster:fq:{self.options.dead_letter}", self.dead_letter_url())
 
     def purge(self) -> None:
         for name, _ in self._parsed_files():

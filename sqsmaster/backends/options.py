@@ -7,6 +7,7 @@ existing queue with other values raises :class:`~sqsmaster.errors.ConfigurationE
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, fields
 from typing import Any
 from urllib.parse import parse_qsl
@@ -85,3 +86,28 @@ def check_same(url: str, stored: QueueOptions, wanted: QueueOptions, given: set[
             raise ConfigurationError(
                 f"queue {url} already exists with {name}={getattr(stored, name)!r}, not {getattr(wanted, name)!r}; "
                 "options apply when a queue is created (use set_attributes, or a new queue)")
+
+
+def queue_attributes(arn: str, visible: int, in_flight: int, delayed: int, options: QueueOptions,
+                     dead_letter_arn: str, dead_letter_url: str | None, **extra: str) -> dict[str, str]:
+    """A durable local queue's attributes under SQS's names (values are strings, as SQS returns them).
+
+    With redrive on, ``RedrivePolicy`` also carries ``deadLetterTargetUrl``: local
+    queues cannot be found from an ARN the way SQS queues can.
+    """
+    attributes = {
+        "QueueArn": arn,
+        "ApproximateNumberOfMessages": str(visible),
+        "ApproximateNumberOfMessagesNotVisible": str(in_flight),
+        "ApproximateNumberOfMessagesDelayed": str(delayed),
+        **extra,
+        "VisibilityTimeout": str(options.visibility_timeout),
+        "DelaySeconds": str(options.delay_seconds),
+        "MaximumMessageSize": "1048576",
+        "ReceiveMessageWaitTimeSeconds": "0",
+    }
+    if options.redrive():
+        attributes["RedrivePolicy"] = json.dumps({"deadLetterTargetArn": dead_letter_arn,
+                                                  "maxReceiveCount": options.max_receive_count,
+                                                  "deadLetterTargetUrl": dead_letter_url})
+    return attributes

@@ -28,7 +28,15 @@ from urllib.parse import quote, unquote, urlsplit
 from ..errors import ConfigurationError, LeaseLost, QueueError
 from ..limits import MAX_VISIBILITY_TIMEOUT
 from .base import Message, QueueBackend, SendEntry
-from .options import OPTION_NAMES, POLL_INTERVAL, QueueOptions, check_same, parse_options, split_query
+from .options import (
+    OPTION_NAMES,
+    POLL_INTERVAL,
+    QueueOptions,
+    check_same,
+    parse_options,
+    queue_attributes,
+    split_query,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -280,22 +288,9 @@ class SqliteQueue(QueueBackend):
                 "COALESCE(SUM(visible_at > ? AND receive_count > 0), 0) FROM messages WHERE queue = ?",
                 (now, now, now, self.name)).fetchone()
             created = db.execute("SELECT created FROM queues WHERE name = ?", (self.name,)).fetchone()
-        attributes = {
-            "QueueArn": self.arn,
-            "ApproximateNumberOfMessages": str(visible),
-            "ApproximateNumberOfMessagesNotVisible": str(in_flight),
-            "ApproximateNumberOfMessagesDelayed": str(delayed),
-            "CreatedTimestamp": str(int(created[0])) if created else "0",
-            "VisibilityTimeout": str(self.options.visibility_timeout),
-            "DelaySeconds": str(self.options.delay_seconds),
-            "MaximumMessageSize": "1048576",
-            "ReceiveMessageWaitTimeSeconds": "0",
-        }
-        if self.options.redrive():
-            attributes["RedrivePolicy"] = json.dumps({
-                "deadLetterTargetArn": f"arn:sqsmaster:sqlite:{self.path}:{self.options.dead_letter}",
-                "maxReceiveCount": self.options.max_receive_count, "deadLetterTargetUrl": self.dead_letter_url()})
-        return attributes
+        return queue_attributes(self.arn, visible, in_flight, delayed, self.options,
+                                f"arn:sqsmaster:sqlite:{self.path}:{self.options.dead_letter}", self.dead_letter_url(),
+                                CreatedTimestamp=str(int(created[0])) if created else "0")
 
     def purge(self) -> None:
         with self._transaction() as db:
