@@ -13,11 +13,13 @@ from .errors import (
     QueueDoesNotExist,
     QueueError,
     SqsMasterError,
+    SubmitFailed,
     TaskStuck,
     UnknownTask,
 )
 from .handler import MessageHandler
 from .manager import TaskManager
+from .producer import Task
 
 __version__ = "0.1.0"
 
@@ -26,4 +28,5 @@ __all__ = [
     "LocalQueue", "MalformedMessage", "Message", "MessageHandler", "MessageTooLarge", "QueueBackend",
     "QueueDoesNotExist", "QueueError", "SendEntry", "SqsMasterError", "TaskManager", "TaskStuck", "UnknownTask",
     "open_queue", "__version__",
+    "SubmitFailed", "Task",
 ]

@@ -60,8 +60,9 @@ def submit_parallel(settings: dict[str, Any], tasks: Any, parallel: int, bar: An
     """Submit ``tasks`` split across ``parallel`` processes, each with its own TaskManager(**settings)."""
     if str(settings["sqs_url"]).startswith("mem://"):
         raise ConfigurationError("parallel= needs a queue other processes can reach; mem:// lives in this process")
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("fork" if "fork" in methods else None)
+    # spawn, not fork: a forked child would inherit this process's threads and sockets (boto3's pool, a
+    # test runner's channel); the slices must therefore be picklable.
+    context = multiprocessing.get_context("spawn")
     sent, failed, causes = 0, [], []
     with ProcessPoolExecutor(max_workers=parallel, mp_context=context) as executor:
         futures = [executor.submit(_submit_slice, settings, start, part) for start, part in slices(tasks, parallel)]

@@ -22,7 +22,7 @@ EXIT_USAGE = 2
 EXIT_QUEUE = 3
 
 #: Command modules, in the order ``--help`` lists them.
-COMMANDS = ["demo"]
+COMMANDS = ["demo", "submit_file"]
 
 
 def build_parser() -> argparse.ArgumentParser:
