@@ -71,12 +71,15 @@ class _Sender:
             batch = lane.get()
             if batch is None:
                 return
-            if self.error is None:
-                try:
-                    self._send(batch)
-                except BaseException as exc:  # stop the run: the producer loop re-raises it
-                    with self.lock:
-                        self.error = self.error or exc
+            if self.error is not None:
+                self._not_sent(batch)
+                continue
+            try:
+                self._send(batch)
+            except BaseException as exc:  # stop the run: the producer loop re-raises it
+                with self.lock:
+                    self.error = self.error or exc
+                self._not_sent(batch)
 
     def _send(self, batch: list[SendEntry]) -> None:
         attempt = 1
@@ -113,6 +116,11 @@ class _Sender:
                 self.failed.append(FailedEntry(int(entry.id) if entry.id.isdigit() else -1, entry,
                                                str(failure.get("Code")), str(failure.get("Message"))))
 
+    def _not_sent(self, batch: list[SendEntry]) -> None:
+        """Entries read but never sent because the run stopped: reported as failed, code ``NotSent``."""
+        reason = {"Code": "NotSent", "Message": f"not sent: the run stopped after {self.error}"}
+        self._record(batch, {entry.id: reason for entry in batch})
+
     def put(self, lane: int, batch: list[SendEntry]) -> None:
         """Queue a batch; blocks while the lane is full (this is what keeps memory flat)."""
         target = self.lanes[lane]
@@ -122,6 +130,7 @@ class _Sender:
                 return
             except queue_module.Full:
                 continue
+        self._not_sent(batch)
 
     def finish(self) -> None:
         for thread_index in range(len(self.threads)):
@@ -141,9 +150,11 @@ def send_entries(queue: QueueBackend, entries: Iterable[SendEntry], *, max_in_fl
     sent by one thread, in order.
 
     Raises :class:`SubmitFailed` if any entry could not be sent (after
-    ``SEND_ATTEMPTS`` for server faults) or a request failed (the entries after
-    it are then not read); an error raised while reading ``entries`` propagates
-    after the entries read before it were sent.
+    ``SEND_ATTEMPTS`` for server faults) or a request failed: then the entries
+    already read but not sent are listed with the code ``NotSent`` and the rest
+    are not read, so ``sent`` plus ``len(failed)`` is what was read. An error
+    raised while reading ``entries`` propagates after the entries read before it
+    were sent.
     """
     if max_in_flight < 1:
         raise ValueError(f"max_in_flight must be >= 1, not {max_in_flight}")

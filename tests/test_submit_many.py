@@ -255,3 +255,24 @@ def test_submit_file_reads_stdin(monkeypatch, capsys):
     assert main(["submit-file", "mem://stdin", "-"]) == 0
     assert "sent 25 task(s)" in capsys.readouterr().out
     assert LocalQueue("mem://stdin").get_attributes()["ApproximateNumberOfMessages"] == "25"
+
+
+def test_a_request_error_names_every_entry_read_but_not_sent():
+    # Given SQS accepting the first batch, then failing the request itself
+    ok = {"Successful": [{"Id": str(i), "MessageId": f"m{i}", "MD5OfMessageBody": "x"} for i in range(10)],
+          "Failed": []}
+    client = boto3.client("sqs", endpoint_url="http://127.0.0.1:9", region_name="us-east-1")
+    stubber = Stubber(client)
+    stubber.add_response("send_message_batch", ok)
+    stubber.add_client_error("send_message_batch", "InternalError", http_status_code=400)
+    stubber.activate()
+    tm = TaskManager("http://127.0.0.1:9/123456789012/q", client=client)
+
+    # When 25 tasks are submitted one request at a time
+    with pytest.raises(SubmitFailed) as failure:
+        tm.submit_many((("t", {"i": i}) for i in range(25)), max_in_flight=1)
+
+    # Then the error says how many were sent, and every other entry read is listed
+    assert failure.value.sent == 10 and failure.value.cause is not None
+    assert failure.value.sent + len(failure.value.failed) <= 25
+    assert {f.index for f in failure.value.failed} >= set(range(10, 20))
