@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .backends import SendEntry
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 SENDER_ATTRIBUTE = "service_name"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Task:
     """One task to submit, with its per-message options.
 
@@ -33,12 +33,21 @@ class Task:
     """
 
     name: str
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    delay_seconds: int = field(default=0, kw_only=True)
-    group_id: str | None = field(default=None, kw_only=True)
-    deduplication_id: str | None = field(default=None, kw_only=True)
-    eta: datetime.datetime | None = field(default=None, kw_only=True)
-    countdown: float | None = field(default=None, kw_only=True)
+    kwargs: dict[str, Any]
+    delay_seconds: int
+    group_id: str | None
+    deduplication_id: str | None
+    eta: datetime.datetime | None
+    countdown: float | None
+
+    def __init__(self, name: str, kwargs: dict[str, Any] | None = None, *, delay_seconds: int = 0,
+                 group_id: str | None = None, deduplication_id: str | None = None,
+                 eta: datetime.datetime | None = None, countdown: float | None = None) -> None:
+        # Written out (not dataclass(kw_only=...)) so the keyword-only options work on Python 3.9.
+        for attribute, value in (("name", name), ("kwargs", {} if kwargs is None else kwargs),
+                                 ("delay_seconds", delay_seconds), ("group_id", group_id),
+                                 ("deduplication_id", deduplication_id), ("eta", eta), ("countdown", countdown)):
+            object.__setattr__(self, attribute, value)
 
 
 def as_task(item: Any, index: int) -> Task:
