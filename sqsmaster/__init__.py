@@ -14,6 +14,7 @@ from .errors import (
     QueueDoesNotExist,
     QueueError,
     SqsMasterError,
+    SubmitFailed,
     TaskAbandoned,
     TaskCrashed,
     TaskFailed,
@@ -22,6 +23,7 @@ from .errors import (
 )
 from .handler import MessageHandler
 from .manager import TaskManager
+from .producer import Task
 from .registry import Registry, load_tasks, task
 from .retry import Retry, RetryPolicy, exponential, fixed, linear
 from .worker import Worker
@@ -35,4 +37,5 @@ __all__ = [
     "open_queue", "__version__",
     "MemoryCapExceeded", "TaskAbandoned", "TaskCrashed", "TaskFailed",
     "Registry", "Retry", "RetryPolicy", "Worker", "exponential", "fixed", "linear", "load_tasks", "task",
+    "SubmitFailed", "Task",
 ]

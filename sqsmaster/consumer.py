@@ -6,10 +6,13 @@ import logging
 from typing import Any, Callable, Iterator
 
 from .backends import Message, QueueBackend
+from .delays import hold_if_not_due
 from .encoding import decode_task
-from .errors import MalformedMessage
+from .errors import MalformedMessage, QueueError
 from .lease import Lease, default_backoff
 from .limits import check_max_messages, check_visibility_timeout, check_wait_time
+from .ordering import GroupOrder
+from .payloads import PayloadStore, resolve_payload
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +43,29 @@ def queue_is_empty(queue: QueueBackend) -> bool:
         "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible", "ApproximateNumberOfMessagesDelayed"))
 
 
+def prepare_message(message: Message, notify: Notify | None = None,
+                    payloads: PayloadStore | None = None) -> tuple[str, dict[str, Any]] | None:
+    """Ready a received message to run: ``(task, kwargs)``, or None when it must not run now.
+
+    None means the message was already dealt with: not due yet (handed back until
+    it is, see :mod:`sqsmaster.delays`), or malformed or its S3 payload unreadable
+    (reported and handed back with a backoff, see :func:`reject`). An S3 pointer is
+    replaced by the stored body, deleted once the message is (see :mod:`sqsmaster.payloads`).
+    """
+    if hold_if_not_due(message):
+        return None
+    try:
+        resolve_payload(message, payloads)
+        task, kwargs = decode_task(message.body, message.message_id)
+    except (MalformedMessage, QueueError) as exc:
+        reject(message, exc, notify)
+        return None
+    logger.debug("message %s: received task %s (attempt %d)", message.message_id, task, message.receive_count)
+    return task, kwargs
+
+
 def task_generator(queue: QueueBackend, *, wait_time: float = 20, sqs_timeout: float = 20, max_messages: int = 1,
-                   notify: Notify | None = None, until_empty: bool = False,
+                   notify: Notify | None = None, until_empty: bool = False, payloads: PayloadStore | None = None,
                    ) -> Iterator[tuple[str, dict[str, Any], Message]]:
     """Receive forever, yielding ``(task, kwargs, message)`` for each well-formed message.
 
@@ -50,7 +74,10 @@ def task_generator(queue: QueueBackend, *, wait_time: float = 20, sqs_timeout: f
 
     Each receive hides its messages for ``sqs_timeout`` seconds. Malformed bodies
     are reported through ``notify`` and handed back with a backoff (see :func:`reject`);
-    the loop goes on. Queue errors propagate.
+    the loop goes on. Queue errors propagate. Messages not due yet are handed back
+    until they are, S3 payloads are fetched (:func:`prepare_message`). On a FIFO queue,
+    when a message is not deleted by the time the loop resumes (it failed), the later
+    messages of its group from the same receive are released unrun (:class:`GroupOrder`).
     """
     wait = check_wait_time(wait_time)
     visibility = check_visibility_timeout("sqs_timeout", sqs_timeout)
@@ -61,12 +88,13 @@ def task_generator(queue: QueueBackend, *, wait_time: float = 20, sqs_timeout: f
             logger.debug("no message on %s after %ss", queue.url, wait)
             if until_empty and queue_is_empty(queue):
                 return
+        order = GroupOrder()
         for message in messages:
-            try:
-                task, kwargs = decode_task(message.body, message.message_id)
-            except MalformedMessage as exc:
-                reject(message, exc, notify)
+            if not order.admit(message):
                 continue
-            logger.debug("message %s: received task %s (attempt %d)", message.message_id, task,
-                         message.receive_count)
-            yield task, kwargs, message
+            prepared = prepare_message(message, notify, payloads)
+            if prepared is None:
+                order.settle(message, succeeded=False)
+                continue
+            yield prepared[0], prepared[1], message
+            order.settle(message, succeeded=getattr(message, "deleted", False))

@@ -179,3 +179,31 @@ class MemoryCapExceeded(TaskCrashed):
         super().__init__(pid, exit_code, signal)
         self.args = (f"task process {pid} exceeded its memory cap of {max_memory_mb} MiB"
                      + (f": {detail}" if detail else ""),)
+class SubmitFailed(SqsMasterError):
+    """``submit_many`` could not send every task.
+
+    ``sent`` is how many were sent; ``failed`` lists the entries SQS refused even
+    after the retries (:class:`sqsmaster.batching.FailedEntry`: ``index`` in the
+    input, ``entry``, ``code``, ``message``); ``cause`` is the queue error that
+    stopped the run early, if any (the tasks after it were not read).
+    """
+
+    def __init__(self, sent: int, failed: list, cause: BaseException | None = None) -> None:
+        self.sent = sent
+        self.failed = failed
+        self.cause = cause
+        codes: dict[str, int] = {}
+        for item in failed:
+            codes[item.code] = codes.get(item.code, 0) + 1
+        parts = [f"sent {sent:,} task(s)"]
+        if failed:
+            summary = ", ".join(f"{count:,} x {code}" for code, count in sorted(codes.items()))
+            first = failed[0]
+            parts.append(f"{len(failed):,} could not be sent ({summary}; first: input #{first.index}: "
+                         f"{first.message})")
+        if cause is not None:
+            parts.append(f"stopped early by a queue error: {cause}")
+        super().__init__("; ".join(parts))
+
+    def __reduce__(self) -> tuple:
+        return (type(self), (self.sent, self.failed, self.cause))

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Iterator
+import uuid
+from typing import Any, Callable, Iterable, Iterator
 
-from .backends import Message, open_queue
+from .backends import Message, SendEntry, open_queue
+from .batching import DEFAULT_IN_FLIGHT, send_entries
+from .bulk import progress_bar, submit_parallel, total_of
 from .consumer import task_generator
-from .producer import build_entry, sender_attributes
+from .delays import due_attribute, plan_delay
+from .errors import ConfigurationError
+from .limits import MAX_MESSAGE_SIZE
+from .payloads import PayloadStore
+from .producer import Task, as_task, build_entry, sender_attributes
 
 logger = logging.getLogger(__name__)
 
@@ -21,26 +28,99 @@ class TaskManager:
     :param queue_constructor: any callable ``url -> queue`` (e.g. :class:`~sqsmaster.LocalQueue`)
     :param sender_name: the ``service_name`` message attribute
     :param client: a boto3 SQS client to use instead of one made from the URL and environment
+    :param payload_bucket: ``s3://bucket/prefix``: bodies over ``payload_threshold`` bytes go to S3
+        and the message carries a pointer (see :mod:`sqsmaster.payloads`)
+    :param payload_threshold: message size above which bodies go to S3 (default: SQS's 1 MiB)
+    :param payload_client: a boto3 S3 client (default: one for the queue's endpoint)
     """
 
     def __init__(self, sqs_url: str, notify: Callable[..., None] | None = None,
                  queue_constructor: Callable[[str], Any] | None = None, sender_name: str | None = None,
-                 *, client: Any = None) -> None:
+                 *, client: Any = None, payload_bucket: str | None = None,
+                 payload_threshold: int = MAX_MESSAGE_SIZE, payload_client: Any = None) -> None:
         self.url = sqs_url
         self.sender_name = sender_name
         self.queue = open_queue(sqs_url, client=client, queue_constructor=queue_constructor)
         self._notify = notify
         self._attributes = sender_attributes(sender_name, sqs_url)
+        self.payloads = None if payload_bucket is None else PayloadStore(
+            payload_bucket, client=payload_client, threshold=payload_threshold, queue_url=sqs_url)
+        self.fifo = sqs_url.rstrip("/").endswith(".fifo")
+        self._content_deduplication: bool | None = None
 
-    def submit(self, task: str, /, **kwargs: Any) -> dict[str, Any]:
+    def submit(self, task: str | Task, /, **kwargs: Any) -> dict[str, Any]:
         """Send one task. Returns the send response (``{"MessageId": ...}``).
 
-        Raises EncodeError (a kwarg JSON cannot hold), MessageTooLarge (over 1 MiB);
-        nothing is sent then.
+        ``submit("resize", path=p)`` sends the task ``resize`` with those kwargs, whatever
+        their names. For per-message options pass a :class:`~sqsmaster.Task` and no kwargs:
+        ``submit(Task("resize", {"path": p}, countdown=3600))``.
+
+        Raises EncodeError (a kwarg JSON cannot hold), MessageTooLarge (over 1 MiB and no
+        ``payload_bucket``), LimitExceeded; nothing is sent then.
         """
-        response = self.queue.send(build_entry(task, kwargs, self._attributes))
-        logger.debug("message %s: submitted task %s", response.get("MessageId"), task)
+        if isinstance(task, Task):
+            if kwargs:
+                raise ConfigurationError("submit(Task(...)) takes no kwargs: put them in Task(name, kwargs)")
+            item = task
+        else:
+            item = Task(task, kwargs)
+        response = self.queue.send(self.entry(item))
+        logger.debug("message %s: submitted task %s", response.get("MessageId"), item.name)
         return response
+
+    def submit_many(self, tasks: Iterable[Task | tuple[str, dict[str, Any]]], *, total: int | None = None,
+                    progress: bool = False, parallel: int | None = None,
+                    max_in_flight: int = DEFAULT_IN_FLIGHT) -> int:
+        """Send many tasks with SendMessageBatch; return how many were sent.
+
+        ``tasks`` is any iterable (a generator included) of :class:`~sqsmaster.Task` or
+        ``(name, kwargs)`` pairs, read lazily: memory stays flat however many there are.
+        Batches hold at most 10 entries and 1 MiB; at most ``max_in_flight`` requests run
+        at once (FIFO queues: each group in order through one of them). ``progress=True``
+        shows a tqdm bar (``total=`` or ``len(tasks)``; ``pip install 'sqsmaster[progress]'``).
+        ``parallel=N`` splits a sliceable ``tasks`` (``len()`` and ``[a:b]``) across N processes.
+
+        Raises SubmitFailed naming what could not be sent (entries SQS refused after
+        retries, or the queue error that stopped the run) and how many were sent. A task
+        that cannot be encoded raises its error (EncodeError, MessageTooLarge...) after
+        the tasks before it were sent and before any after it.
+        """
+        bar = progress_bar(total_of(tasks, total)) if progress else None
+        try:
+            if parallel is not None and parallel > 1:
+                settings = {"sqs_url": self.url, "sender_name": self.sender_name,
+                            "payload_bucket": None if self.payloads is None else self.payloads.url,
+                            "payload_threshold": MAX_MESSAGE_SIZE if self.payloads is None
+                            else self.payloads.threshold}
+                return submit_parallel(settings, tasks, parallel, bar)
+            entries = (self.entry(as_task(item, index), str(index)) for index, item in enumerate(tasks))
+            sent = send_entries(self.queue, entries, max_in_flight=max_in_flight, fifo=self.fifo,
+                                on_sent=None if bar is None else bar.update)
+        finally:
+            if bar is not None:
+                bar.close()
+        logger.info("submitted %d task(s) to %s", sent, self.url)
+        return sent
+
+    def entry(self, task: Task, entry_id: str = "0") -> SendEntry:
+        """The checked message for ``task``: delays, FIFO group and deduplication, S3 offload applied."""
+        delay, due = plan_delay(task.delay_seconds, task.eta, task.countdown, native=not self.fifo)
+        attributes = self._attributes if due is None else {**self._attributes, **due_attribute(due)}
+        group_id, deduplication_id = task.group_id, task.deduplication_id
+        if self.fifo:
+            group_id = group_id or task.name
+            if deduplication_id is None and not self._has_content_deduplication():
+                # Neither an id nor content-based deduplication: SQS would refuse the send. A fresh id
+                # makes every submit distinct, and a retried send of the same entry is still dropped.
+                deduplication_id = uuid.uuid4().hex
+        return build_entry(task.name, task.kwargs, attributes, delay_seconds=delay, group_id=group_id,
+                           deduplication_id=deduplication_id, entry_id=entry_id, payloads=self.payloads)
+
+    def _has_content_deduplication(self) -> bool:
+        if self._content_deduplication is None:
+            value = self.queue.get_attributes().get("ContentBasedDeduplication", "false")
+            self._content_deduplication = str(value).lower() == "true"
+        return self._content_deduplication
 
     def task_generator(self, wait_time: float = 20, sqs_timeout: float = 20, max_messages: int = 1,
                        *, until_empty: bool = False) -> Iterator[tuple[str, dict[str, Any], Message]]:
@@ -50,7 +130,8 @@ class TaskManager:
         over 20 s or an ``sqs_timeout`` over 12 hours, before any receive.
         """
         return task_generator(self.queue, wait_time=wait_time, sqs_timeout=sqs_timeout,
-                              max_messages=max_messages, notify=self.notify, until_empty=until_empty)
+                              max_messages=max_messages, notify=self.notify, until_empty=until_empty,
+                              payloads=self.payloads)
 
     def attributes(self) -> dict[str, str]:
         """The queue's attributes (``ApproximateNumberOfMessages`` and the rest, as strings)."""

@@ -2,15 +2,61 @@
 
 from __future__ import annotations
 
-from typing import Any
+import datetime
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from .backends import SendEntry
 from .encoding import encode_task
-from .errors import MessageTooLarge
+from .errors import ConfigurationError, MessageTooLarge
 from .limits import MAX_MESSAGE_SIZE, check_delay, check_fifo_id, check_message_attributes, check_text, message_size
+
+if TYPE_CHECKING:
+    from .payloads import PayloadStore
 
 #: The message attribute naming the sender, as sqstaskmaster sets it.
 SENDER_ATTRIBUTE = "service_name"
+
+
+@dataclass(frozen=True, init=False)
+class Task:
+    """One task to submit, with its per-message options.
+
+    ``Task("resize", {"path": p}, countdown=3600)``. The options never mix with the
+    task's own keyword arguments, which stay in ``kwargs``:
+
+    :param delay_seconds: hide the message this long first (0-900, SQS's native delay)
+    :param countdown: run no earlier than this many seconds from now (any length; see :mod:`sqsmaster.delays`)
+    :param eta: run no earlier than this datetime (a naive one is local time)
+    :param group_id: FIFO queues: the ordering lane (default: the task name)
+    :param deduplication_id: FIFO queues: a second message with the same id within 5 minutes is dropped
+    """
+
+    name: str
+    kwargs: dict[str, Any]
+    delay_seconds: int
+    group_id: str | None
+    deduplication_id: str | None
+    eta: datetime.datetime | None
+    countdown: float | None
+
+    def __init__(self, name: str, kwargs: dict[str, Any] | None = None, *, delay_seconds: int = 0,
+                 group_id: str | None = None, deduplication_id: str | None = None,
+                 eta: datetime.datetime | None = None, countdown: float | None = None) -> None:
+        # Written out (not dataclass(kw_only=...)) so the keyword-only options work on Python 3.9.
+        for attribute, value in (("name", name), ("kwargs", {} if kwargs is None else kwargs),
+                                 ("delay_seconds", delay_seconds), ("group_id", group_id),
+                                 ("deduplication_id", deduplication_id), ("eta", eta), ("countdown", countdown)):
+            object.__setattr__(self, attribute, value)
+
+
+def as_task(item: Any, index: int) -> Task:
+    """A :class:`Task` from a ``Task`` or a ``(name, kwargs)`` pair; ``index`` names the item in errors."""
+    if isinstance(item, Task):
+        return item
+    if isinstance(item, (tuple, list)) and len(item) == 2 and isinstance(item[1], dict):
+        return Task(item[0], item[1])
+    raise ConfigurationError(f"task #{index} must be a Task or a (name, kwargs) pair, not {item!r:.100}")
 
 
 def sender_attributes(sender_name: str | None, url: str) -> dict[str, dict[str, str]]:
@@ -22,12 +68,22 @@ def sender_attributes(sender_name: str | None, url: str) -> dict[str, dict[str, 
 
 def build_entry(task: str, kwargs: dict[str, Any], attributes: dict[str, dict[str, str]], *,
                 delay_seconds: int = 0, group_id: str | None = None, deduplication_id: str | None = None,
-                entry_id: str = "0") -> SendEntry:
-    """Encode and check one message; raises EncodeError, MessageTooLarge or LimitExceeded before any send."""
+                entry_id: str = "0", payloads: "PayloadStore | None" = None) -> SendEntry:
+    """Encode and check one message; raises EncodeError, MessageTooLarge or LimitExceeded before any send.
+
+    With ``payloads``, a message over its threshold has its body stored in S3 and
+    carries a pointer instead (see :mod:`sqsmaster.payloads`).
+    """
     body = encode_task(task, kwargs)
     check_message_attributes(attributes)
+    delay = check_delay(delay_seconds)
+    group_id = check_fifo_id("group_id", group_id)
+    deduplication_id = check_fifo_id("deduplication_id", deduplication_id)
     size = message_size(body, attributes)
+    if payloads is not None and size > payloads.threshold:
+        body, attributes = payloads.offload(body, attributes)
+        check_message_attributes(attributes)
+        size = message_size(body, attributes)
     if size > MAX_MESSAGE_SIZE:
         raise MessageTooLarge(size, MAX_MESSAGE_SIZE, task)
-    return SendEntry(body, attributes, check_delay(delay_seconds), check_fifo_id("group_id", group_id),
-                     check_fifo_id("deduplication_id", deduplication_id), entry_id)
+    return SendEntry(body, attributes, delay, group_id, deduplication_id, entry_id)

@@ -13,7 +13,7 @@ from .conftest import queue_counts
 from .workerkit import bodies, submit
 
 
-@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("command", [module.replace("_", "-") for module in COMMANDS])
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([command, "--help"])

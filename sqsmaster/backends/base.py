@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,9 @@ class Message:
         self.message_attributes = message_attributes or {}
         self.visibility_timeout = visibility_timeout
         self.received_at = time.monotonic() if received_at is None else received_at
+        #: True once the message was deleted through :meth:`delete` (or :meth:`mark_deleted`).
+        self.deleted = False
+        self._after_delete: list[Callable[[Message], None]] = []
 
     @property
     def queue_url(self) -> str:
@@ -66,8 +69,25 @@ class Message:
         self.queue.change_visibility(self.receipt_handle, VisibilityTimeout, message_id=self.message_id)
 
     def delete(self) -> None:
-        """Delete the message from its queue."""
+        """Delete the message from its queue, then run the :meth:`after_delete` callbacks."""
         self.queue.delete(self.receipt_handle, message_id=self.message_id)
+        self.mark_deleted()
+
+    def after_delete(self, callback: "Callable[[Message], None]") -> None:
+        """Call ``callback(message)`` once the message is deleted (e.g. to remove an offloaded payload).
+
+        Callbacks must not raise. Code that deletes through ``queue.delete_batch``
+        calls :meth:`mark_deleted` for each message deleted.
+        """
+        self._after_delete.append(callback)
+
+    def mark_deleted(self) -> None:
+        """Record that the message was deleted and run the :meth:`after_delete` callbacks (once)."""
+        if self.deleted:
+            return
+        self.deleted = True
+        for callback in self._after_delete:
+            callback(self)
 
     def __repr__(self) -> str:
         return f"Message(id={self.message_id!r}, queue={self.queue.url!r}, receive_count={self.receive_count})"

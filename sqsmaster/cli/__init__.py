@@ -22,7 +22,7 @@ EXIT_USAGE = 2
 EXIT_QUEUE = 3
 
 #: Command modules, in the order ``--help`` lists them.
-COMMANDS = ["demo", "worker", "submit", "status", "peek", "purge", "redrive", "report"]
+COMMANDS = ["demo", "worker", "submit", "submit_file", "status", "peek", "purge", "redrive", "report"]
 
 
 def build_parser() -> argparse.ArgumentParser:

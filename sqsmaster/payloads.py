@@ -1,0 +1,139 @@
+"""Bodies over the SQS limit, stored in S3: the message carries a pointer.
+
+With ``TaskManager(url, payload_bucket="s3://bucket/prefix")`` a message larger
+than the threshold (default: SQS's 1 MiB) has its body written to
+``s3://bucket/prefix/<uuid>`` and is sent with the pointer format of Amazon's
+SQS Extended Client libraries, so their consumers understand it too:
+
+- body: ``["software.amazon.payloadoffloading.PayloadS3Pointer",
+  {"s3BucketName": "bucket", "s3Key": "prefix/<uuid>"}]``
+- message attribute ``ExtendedPayloadSize`` (Number): the size of the stored body.
+
+A consumer fetches the body transparently (:func:`resolve_payload`) and deletes
+the object once the message is deleted, i.e. after success; a message that goes
+to the dead-letter queue keeps its object for inspection.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from typing import Any
+from urllib.parse import urlsplit
+
+from .errors import ConfigurationError, QueueError
+from .limits import MAX_MESSAGE_SIZE
+
+logger = logging.getLogger(__name__)
+
+POINTER_CLASS = "software.amazon.payloadoffloading.PayloadS3Pointer"
+SIZE_ATTRIBUTE = "ExtendedPayloadSize"
+_LEGACY_SIZE_ATTRIBUTE = "SQSLargePayloadSize"
+
+
+def make_s3_client(queue_url: str | None = None) -> Any:
+    """An S3 client; for a non-AWS queue host (moto, LocalStack) the same endpoint serves S3."""
+    import boto3
+
+    from .backends.sqs import endpoint_and_region
+
+    kwargs: dict[str, Any] = {}
+    if queue_url and queue_url.startswith(("http://", "https://")):
+        endpoint, region = endpoint_and_region(queue_url)
+        if endpoint is not None:
+            kwargs["endpoint_url"] = endpoint
+            kwargs["region_name"] = boto3.session.Session().region_name or "us-east-1"
+        elif region is not None:
+            kwargs["region_name"] = region
+    return boto3.client("s3", **kwargs)
+
+
+class PayloadStore:
+    """Where large bodies go: ``s3://bucket/prefix``.
+
+    :param url: ``s3://bucket`` or ``s3://bucket/prefix``
+    :param client: a boto3 S3 client (default: :func:`make_s3_client` for ``queue_url``)
+    :param threshold: bodies whose message is larger than this many bytes are stored in S3
+    """
+
+    def __init__(self, url: str, *, client: Any = None, threshold: int = MAX_MESSAGE_SIZE,
+                 queue_url: str | None = None) -> None:
+        parts = urlsplit(url)
+        if parts.scheme != "s3" or not parts.netloc:
+            raise ConfigurationError(f"payload_bucket must look like s3://bucket/prefix, not {url!r}")
+        if not 0 < threshold <= MAX_MESSAGE_SIZE:
+            raise ConfigurationError(f"payload_threshold={threshold} must be in [1, {MAX_MESSAGE_SIZE}]")
+        self.url = url
+        self.bucket = parts.netloc
+        self.prefix = parts.path.strip("/")
+        self.threshold = threshold
+        self._queue_url = queue_url
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = make_s3_client(self._queue_url)
+        return self._client
+
+    def offload(self, body: str, attributes: dict[str, dict[str, str]]) -> tuple[str, dict[str, dict[str, str]]]:
+        """Store ``body`` in S3; return the pointer body and the attributes with its size added."""
+        key = f"{self.prefix}/{uuid.uuid4().hex}" if self.prefix else uuid.uuid4().hex
+        data = body.encode("utf-8")
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=data)
+        except Exception as exc:
+            raise QueueError(f"storing a {len(data):,}-byte payload in s3://{self.bucket}/{key} failed: {exc}") \
+                from exc
+        logger.debug("payload of %d bytes stored in s3://%s/%s", len(data), self.bucket, key)
+        pointer = json.dumps([POINTER_CLASS, {"s3BucketName": self.bucket, "s3Key": key}])
+        return pointer, {**attributes, SIZE_ATTRIBUTE: {"DataType": "Number", "StringValue": str(len(data))}}
+
+    def fetch(self, bucket: str, key: str) -> str:
+        """The stored body."""
+        response = self.client.get_object(Bucket=bucket, Key=key)
+        return str(response["Body"].read().decode("utf-8"))
+
+    def delete(self, bucket: str, key: str) -> None:
+        """Delete a stored body; logs (never raises) on failure: the message was already handled."""
+        try:
+            self.client.delete_object(Bucket=bucket, Key=key)
+        except Exception as exc:
+            logger.warning("payload s3://%s/%s not deleted (%s); remove it by hand", bucket, key, exc)
+
+
+def parse_pointer(message: Any) -> tuple[str, str] | None:
+    """``(bucket, key)`` if the message is an S3 pointer, else None."""
+    attributes = getattr(message, "message_attributes", None) or {}
+    if SIZE_ATTRIBUTE not in attributes and _LEGACY_SIZE_ATTRIBUTE not in attributes:
+        return None
+    try:
+        kind, pointer = json.loads(message.body)
+        if kind != POINTER_CLASS:
+            return None
+        return str(pointer["s3BucketName"]), str(pointer["s3Key"])
+    except (ValueError, TypeError, KeyError):
+        return None
+
+
+def resolve_payload(message: Any, store: PayloadStore | None) -> bool:
+    """If ``message`` points to S3, replace its body with the stored one and delete the object after
+    the message is deleted. Returns True if it was a pointer. Raises QueueError if the fetch fails.
+
+    ``store`` gives the S3 client; None makes one for the message's queue.
+    """
+    pointer = parse_pointer(message)
+    if pointer is None:
+        return False
+    bucket, key = pointer
+    if store is None:
+        store = PayloadStore(f"s3://{bucket}", queue_url=getattr(message, "queue_url", None))
+    try:
+        message.body = store.fetch(bucket, key)
+    except Exception as exc:
+        raise QueueError(f"fetching payload s3://{bucket}/{key} failed: {exc}") from exc
+    after_delete = getattr(message, "after_delete", None)
+    if after_delete is not None:
+        after_delete(lambda _message: store.delete(bucket, key))
+    return True
