@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import csv
+import os
 import signal
 from pathlib import Path
 
 import pytest
 
-from sqsmaster import TaskManager, open_queue
+from sqsmaster import MessageHandler, TaskManager, open_queue
 from sqsmaster.cli import main
-from sqsmaster.jobs import JobLog
+from sqsmaster.jobs import JobLog, record_from_handler
 
 from .workerkit import WorkerRun, ends, starts, wait_for
 
@@ -125,3 +126,37 @@ def test_status_peek_and_purge_work_on_the_durable_queues(scheme, tmp_path, caps
 def test_a_worker_process_refuses_a_mem_queue_it_could_never_share(capsys):
     assert main(["worker", "mem://work", "--tasks", "tests.worker_tasks"]) == 2
     assert "mem:// queue lives inside one process" in capsys.readouterr().err
+
+
+class _Crash(MessageHandler):
+    isolation = "process"
+
+    def run(self) -> None:
+        os.kill(os.getpid(), signal.SIGKILL)  # what the OOM killer does
+
+
+class _Hog(MessageHandler):
+    isolation = "process"
+
+    def run(self) -> None:
+        block = b"\x01" * (48 * 2**20)
+        assert block
+
+
+def test_a_task_process_killed_by_a_signal_is_recorded_as_killed_and_memory_is_measured_per_task():
+    # Given two messages: one whose task process is SIGKILLed, one whose task holds 48 MB
+    manager = TaskManager("mem://records")
+    manager.submit("crash")
+    manager.submit("hog")
+    records = []
+    # When each runs under process isolation and is recorded
+    for task, _, message in manager.task_generator(wait_time=0, sqs_timeout=5, until_empty=True):
+        with (_Crash if task == "crash" else _Hog)(message, sqs_timeout=5, alarm_timeout=1) as handler:
+            handler.run()
+        records.append(record_from_handler(handler, task=task))
+        message.delete()
+    # Then the crash is "killed", naming the signal, and the hog's peak is its own process's
+    crash, hog = sorted(records, key=lambda r: r.task or "")
+    assert (crash.outcome, hog.outcome) == ("killed", "succeeded")
+    assert "SIGKILL" in (crash.exception or "")
+    assert (hog.peak_memory or 0) - (crash.peak_memory or 0) > 40 * 2**20
