@@ -17,7 +17,8 @@ setup(
     python_requires=">=3.9",
     install_requires=["boto3>=1.28", "botocore>=1.31"],
     extras_require={
-        "demo": ["moto[server]>=5.0"],
+        # make demo: --sqs needs moto's server; the progress bar and the timeline picture the README shows.
+        "demo": ["moto[server]>=5.0", "tqdm>=4.60", "matplotlib>=3.5"],
         "progress": ["tqdm>=4.60"],
         "plot": ["matplotlib>=3.5"],
     },

@@ -55,6 +55,14 @@ class DeadLetter:
         self.mode = "redrive" if self.policy else "dlq" if dlq is not None else "keep"
 
     @property
+    def max_receive_count(self) -> int | None:
+        """The redrive policy's ``maxReceiveCount``: the receive after it moves the message (None: no policy)."""
+        try:
+            return int(self.policy["maxReceiveCount"]) if self.policy else None
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    @property
     def visibility(self) -> int:
         """How long to hide a message that reached the end, before :meth:`finish` is called."""
         return {"redrive": 0, "dlq": DLQ_SEND_VISIBILITY, "keep": MAX_BACKOFF}[self.mode]

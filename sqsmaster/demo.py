@@ -1,86 +1,229 @@
-"""The demo behind ``make demo``: the supervisor's promises, shown on an embedded SQS server.
+"""The demo behind ``make demo``: a mixed workload on the embedded default queue, end to end.
 
-Four tasks: one that runs longer than its visibility timeout (heartbeats keep it
-hidden), one stuck in a loop that even catches ``Exception`` (stopped at its hard
-timeout, retried, then moved to the dead-letter queue), one that fails once and
-is retried, and a quick one. It prints what happened to each.
+``sqsmaster demo`` makes a ``sqlite://`` queue in a temporary directory (no server;
+``--sqs`` uses an embedded moto server instead), submits quick tasks, a task longer
+than its visibility timeout, a task stuck in C code past its hard timeout and a task
+that keeps failing, and runs ``sqsmaster worker --concurrency 2 --until-empty`` on
+them with a progress bar. Then it prints what became of each task from the worker's
+job log, and writes the job log, the worker's log and a timeline picture.
+
+The tasks below are registered in :data:`registry`, which the worker process loads
+with ``--tasks sqsmaster.demo``.
 """
 
 from __future__ import annotations
 
-import logging
+import contextlib
+import os
+import subprocess
+import sys
+import tempfile
 import time
-from collections import defaultdict
-from typing import Any, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
 
-from .embedded import EmbeddedSQS
-from .handler import MessageHandler
+from .errors import ConfigurationError
+from .jobs import JobLog, JobRecord
 from .manager import TaskManager
+from .progress import progress_bar
+from .registry import Registry
+from .retry import fixed
 
+#: Visibility the worker holds on a message; it heartbeats every third of it.
 SQS_TIMEOUT = 3
-ALARM_TIMEOUT = 1.5
-HARD_TIMEOUT = 2.5
-#: Every task but the stuck one gets room to finish.
-DEFAULT_HARD_TIMEOUT = 60
+#: The stuck task's hard timeout (s).
+HARD_TIMEOUT = 2
+#: The long task's length: well past its visibility timeout.
+LONG_TASK = 8.0
+#: Receives before the queue's redrive policy moves a message to the dead-letter queue.
+MAX_RECEIVE_COUNT = 2
+#: The demo gives up (and fails) after this many seconds.
+DEADLINE = 50
+
+registry = Registry()
 
 
-class DemoHandler(MessageHandler):
-    """Runs the demo's tasks; ``kind`` picks the behaviour."""
-
-    def run(self) -> None:
-        kind = self.kwargs["kind"]
-        if kind == "long":
-            time.sleep(self.kwargs["seconds"])
-        elif kind == "hang":
-            deadline = time.monotonic() + 3600
-            while time.monotonic() < deadline:
-                try:
-                    sum(range(10_000))
-                except Exception:  # cannot swallow the hard timeout: it is a BaseException
-                    pass
-        elif kind == "flaky":
-            if int(self.message.attributes.get("ApproximateReceiveCount", "1")) < 2:
-                raise RuntimeError("transient failure on the first attempt")
+@registry.task
+def resize(image: str, seconds: float) -> None:
+    """A quick task."""
+    time.sleep(seconds)
 
 
-def run_demo(out: Callable[[str], Any] = print) -> int:
-    """Run the demo; returns 0 when every task ended as expected."""
-    logging.getLogger("sqsmaster").setLevel(logging.CRITICAL)
+@registry.task
+def train(seconds: float) -> None:
+    """Longer than its visibility timeout: only the heartbeat keeps it from running twice."""
+    time.sleep(seconds)
+
+
+@registry.task(isolation="process", hard_timeout=HARD_TIMEOUT, retry=fixed(0, max_retries=1))
+def solve() -> None:
+    """Stuck in one C call that holds the GIL: no signal handler runs until it returns (in hours)."""
+    sum(range(10**13))
+
+
+@registry.task(retry=fixed(1, max_retries=1))
+def fetch(url: str) -> None:
+    """Always fails: retried once after 1 s, then dead-lettered."""
+    raise ConnectionError(f"{url} is down")
+
+
+#: (task, kwargs, what must become of it: the outcome of each attempt).
+WORKLOAD: list[tuple[str, dict[str, Any], list[str]]] = [
+    ("train", {"seconds": LONG_TASK}, ["succeeded"]),
+    ("solve", {}, ["timed out", "dead-lettered"]),
+    ("fetch", {"url": "https://example.com/feed"}, ["failed", "dead-lettered"]),
+    *[("resize", {"image": f"cat-{n}.png", "seconds": 0.2 + 0.1 * n}, ["succeeded"]) for n in range(5)],
+]
+
+
+@dataclass
+class DemoQueue:
+    url: str
+    dead_letter_url: str
+    description: str
+
+
+def run_demo(sqs: bool = False, out_dir: str | None = None, out: Callable[[str], Any] = print) -> int:
+    """Run the demo; returns 0 when every task ended as expected, 1 otherwise (2: moto missing for ``sqs``)."""
     started = time.monotonic()
-    with EmbeddedSQS() as server:
-        dlq = server.create_queue("demo-dead-letters")
-        url = server.create_queue("demo-tasks", visibility_timeout=SQS_TIMEOUT, dead_letter_url=dlq,
-                                  max_receive_count=2)
-        out(f"embedded SQS server at {server.endpoint}; queue {url}")
-        tm = TaskManager(url, sender_name="sqsmaster-demo")
-        submitted = {
-            tm.submit("train", kind="long", seconds=3 * SQS_TIMEOUT)["MessageId"]: "train (9s, visibility 3s)",
-            tm.submit("solve", kind="hang")["MessageId"]: f"solve (hangs, hard timeout {HARD_TIMEOUT}s)",
-            tm.submit("fetch", kind="flaky")["MessageId"]: "fetch (fails once)",
-            tm.submit("resize", kind="quick")["MessageId"]: "resize (quick)",
-        }
-        history: dict[str, list[str]] = defaultdict(list)
-        heartbeats: dict[str, int] = defaultdict(int)
-        for task, kwargs, message in tm.task_generator(wait_time=1, sqs_timeout=SQS_TIMEOUT, until_empty=True):
-            with DemoHandler(message, sqs_timeout=SQS_TIMEOUT, alarm_timeout=ALARM_TIMEOUT,
-                             hard_timeout=HARD_TIMEOUT if task == "solve" else DEFAULT_HARD_TIMEOUT,
-                             **kwargs) as handler:
-                handler.run()
-            history[message.message_id].append(f"{handler.outcome} ({handler.runtime:.1f}s)")
-            heartbeats[message.message_id] += handler.lease.extensions if handler.lease else 0
-            out(f"  {task:<7} attempt {message.receive_count}: {handler.outcome}")
-        dead = {m.message_id for m in TaskManager(dlq).queue.receive(10, 1, 30)}
-        out("")
-        out(f"{'task':<34} {'attempts':>8} {'heartbeats':>10}  outcome")
-        ok = True
-        for message_id, label in submitted.items():
-            attempts = history[message_id]
-            final = "dead-lettered" if message_id in dead else "deleted" if attempts[-1].startswith("succeeded") \
-                else "left in queue"
-            out(f"{label:<34} {len(attempts):>8} {heartbeats[message_id]:>10}  {' -> '.join(attempts)}; {final}")
-            expected = "dead-lettered" if label.startswith("solve") else "deleted"
-            ok = ok and final == expected
-        out(f"\nfinished in {time.monotonic() - started:.1f}s; queue now: "
-            f"{tm.attributes()['ApproximateNumberOfMessages']} visible, dead-letter queue: {len(dead)}")
-        tm.close()
+    out_path = Path(out_dir or tempfile.mkdtemp(prefix="sqsmaster-demo-"))
+    out_path.mkdir(parents=True, exist_ok=True)
+    job_log = out_path / "jobs.log"
+    if job_log.exists():
+        job_log.unlink()  # a rerun into the same directory starts a fresh log
+    with open_demo_queue(sqs) as queue:
+        out(f"queue: {queue.description}")
+        with TaskManager(queue.url, sender_name="sqsmaster-demo") as manager:
+            ids = [manager.submit(task, **kwargs)["MessageId"] for task, kwargs, _ in WORKLOAD]
+        out(f"submitted {len(ids)} tasks; running sqsmaster worker --concurrency 2 --until-empty "
+            f"(visibility {SQS_TIMEOUT}s, heartbeat every {SQS_TIMEOUT / 3:g}s)")
+        code = _run_worker(queue.url, job_log, out_path / "worker.log", len(ids))
+        left, dead = _depth(queue.url), _depth(queue.dead_letter_url)
+    records = JobLog(job_log).records() if job_log.exists() else []
+    ok = _summarise(records, ids, out) and code == 0 and left == 0 and dead == 2
+    out(f"\nqueue now: {left} message(s); dead-letter queue: {dead} (solve and fetch); worker exit code {code}")
+    _draw(records, out_path / "timeline.png", out)
+    out(f"job log    {job_log}  (sqsmaster report {job_log} --csv jobs.csv --timeline timeline.png)")
+    out(f"worker log {out_path / 'worker.log'}")
+    out(f"{'every task ended as expected' if ok else 'SOME TASK DID NOT END AS EXPECTED'}; "
+        f"took {time.monotonic() - started:.1f}s")
     return 0 if ok else 1
+
+
+@contextlib.contextmanager
+def open_demo_queue(sqs: bool) -> Iterator[DemoQueue]:
+    """The demo's queue and dead-letter queue: ``sqlite://`` in a temporary directory, or an embedded moto server."""
+    if sqs:
+        from .embedded import EmbeddedSQS
+
+        with EmbeddedSQS() as server:
+            dlq = server.create_queue("demo-dead-letters")
+            url = server.create_queue("demo", visibility_timeout=SQS_TIMEOUT, dead_letter_url=dlq,
+                                      max_receive_count=MAX_RECEIVE_COUNT)
+            yield DemoQueue(url, dlq, f"{url} (embedded moto SQS server), dead-letter queue {dlq}")
+        return
+    with tempfile.TemporaryDirectory(prefix="sqsmaster-queue-") as directory:
+        path = f"{directory}/demo.db"
+        url = (f"sqlite://{path}?queue=demo&visibility_timeout={SQS_TIMEOUT}"
+               f"&max_receive_count={MAX_RECEIVE_COUNT}&dead_letter=demo-dlq")
+        yield DemoQueue(url, f"sqlite://{path}?queue=demo-dlq",
+                        f"sqlite://{path}?queue=demo (no server), dead-letter queue demo-dlq")
+
+
+def _run_worker(url: str, job_log: Path, worker_log: Path, total: int) -> int:
+    """Run ``sqsmaster worker`` in a process of its own; show progress from its job log; its exit code."""
+    command = [sys.executable, "-m", "sqsmaster", "worker", url, "--tasks", __name__, "--concurrency", "2",
+               "--until-empty", "--sqs-timeout", str(SQS_TIMEOUT), "--wait-time", "1", "--grace", "3",
+               "--job-log", str(job_log)]
+    package_root = str(Path(__file__).resolve().parent.parent)  # runs from a checkout too
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+    deadline = time.monotonic() + DEADLINE
+    with open(worker_log, "w") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        bar = progress_bar(total, "tasks done")
+        try:
+            while process.poll() is None and time.monotonic() < deadline:
+                bar.update_to(len(_finished(job_log)))
+                time.sleep(0.2)
+            bar.update_to(len(_finished(job_log)))
+        finally:
+            bar.close()
+            if process.poll() is None:
+                process.terminate()  # graceful: unstarted messages released, the running task gets --grace
+                process.wait()
+    return process.returncode if time.monotonic() < deadline else 1
+
+
+def _finished(job_log: Path) -> set[str | None]:
+    """Message ids whose last attempt so far ended them: succeeded or dead-lettered."""
+    try:
+        return {r.message_id for r in JobLog(job_log).read() if r.outcome in ("succeeded", "dead-lettered")}
+    except FileNotFoundError:
+        return set()
+
+
+def _depth(url: str) -> int:
+    with TaskManager(url) as manager:
+        attributes = manager.attributes()
+    return sum(int(attributes.get(name, 0)) for name in ("ApproximateNumberOfMessages",
+                                                         "ApproximateNumberOfMessagesNotVisible",
+                                                         "ApproximateNumberOfMessagesDelayed"))
+
+
+def _summarise(records: list[JobRecord], ids: list[str], out: Callable[[str], Any]) -> bool:
+    """Print one row per task from the job log, and what it shows; True when each ended as expected."""
+    ok = True
+    out(f"\n{'task':<8} {'attempts':>8}  {'outcome':<30} {'runtime s':<12} heartbeats")
+    for message_id, (task, _, expected) in zip(ids, WORKLOAD):
+        attempts = sorted((r for r in records if r.message_id == message_id), key=lambda r: r.attempt)
+        outcomes = [r.outcome for r in attempts]
+        runtimes = " + ".join(f"{r.runtime:.1f}" for r in attempts) or "-"
+        heartbeats = sum(r.heartbeats or 0 for r in attempts)
+        mark = "" if outcomes == expected else f"   expected {' -> '.join(expected)}"
+        out(f"{task:<8} {len(attempts):>8}  {' -> '.join(outcomes) or '(not run)':<30} {runtimes:<12} "
+            f"{heartbeats:>10}{mark}")
+        ok = ok and outcomes == expected and _on_time(task, attempts)
+    out("")
+    for line in _promises(records, ids):
+        out(line)
+    return ok
+
+
+def _on_time(task: str, attempts: list[JobRecord]) -> bool:
+    if task == "train":  # outlived its visibility timeout, in one attempt, kept by heartbeats
+        return all(r.runtime > 2 * SQS_TIMEOUT and (r.heartbeats or 0) >= 2 for r in attempts)
+    if task == "solve":  # stopped at its hard timeout, not when the C call returned
+        return all(r.runtime < HARD_TIMEOUT + 2 for r in attempts)
+    return True
+
+
+def _promises(records: list[JobRecord], ids: list[str]) -> Iterator[str]:
+    by_task: dict[str, list[JobRecord]] = {}
+    for message_id, (task, _, _) in zip(ids, WORKLOAD):
+        by_task.setdefault(task, []).extend(r for r in records if r.message_id == message_id)
+    train, solve, fetch = by_task.get("train", []), by_task.get("solve", []), by_task.get("fetch", [])
+    if train:
+        yield (f"- train ran {train[-1].runtime:.1f}s, past its {SQS_TIMEOUT}s visibility timeout: "
+               f"{train[-1].heartbeats} heartbeats kept it hidden, so no other worker ran it ({len(train)} attempt)")
+    if solve:
+        yield (f"- solve sat in sum(range(10**13)) holding the GIL; process isolation stopped it at its "
+               f"{HARD_TIMEOUT}s hard timeout ({', '.join(f'{r.runtime:.1f}s' for r in solve)}), "
+               f"and after its retry it went to the dead-letter queue")
+    if fetch:
+        yield (f"- fetch failed ({fetch[0].exception}), was retried after 1s, failed again and went to "
+               "the dead-letter queue")
+
+
+def _draw(records: list[JobRecord], path: Path, out: Callable[[str], Any]) -> None:
+    from .report import draw_timeline
+
+    if not records:
+        return
+    try:
+        draw_timeline(records, path, title=f"sqsmaster demo: {len(records)} attempts, worker concurrency 2")
+    except ConfigurationError as exc:
+        out(f"timeline   skipped: {exc}")
+        return
+    out(f"timeline   {path}")
+

@@ -92,6 +92,8 @@ class MessageHandler:
         self.outcome: str | None = None
         self.exception: BaseException | None = None
         self.runtime: float | None = None
+        #: Peak resident memory (bytes) of the task's own process, when the supervisor measured it.
+        self.peak_memory: int | None = None
         self._supervisor: Supervisor | None = None
         self._lease: Lease | None = None
         self._policy: HeartbeatPolicy | None = None
@@ -175,6 +177,7 @@ class MessageHandler:
         supervisor, self._supervisor = self._supervisor, None
         if supervisor is not None:
             supervisor.stop()
+            self.peak_memory = getattr(supervisor, "peak_memory", None)
         assert self._lease is not None and self._policy is not None, "__exit__ without __enter__"
         self.runtime = self._policy.elapsed()
         if exc is None and self._start_error is None:

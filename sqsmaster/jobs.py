@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .encoding import decode_task
-from .errors import MalformedMessage
+from .errors import MalformedMessage, TaskCrashed
 from .lease import receive_count
 
 logger = logging.getLogger(__name__)
@@ -38,7 +38,9 @@ class JobRecord:
     """One attempt at one message's task. Times are wall-clock seconds since the epoch.
 
     ``attempt`` is the message's receive count; ``submitted`` is when the message was
-    sent (SQS's ``SentTimestamp``); ``peak_memory`` is in bytes (None when unknown).
+    sent (SQS's ``SentTimestamp``); ``peak_memory`` is in bytes (None when unknown): the
+    ``ru_maxrss`` of the process that ran the task (see :func:`record_from_handler`);
+    ``heartbeats`` is how many times the lease was extended while the task ran.
     """
 
     message_id: str | None
@@ -54,6 +56,7 @@ class JobRecord:
     exception: str | None = None
     traceback: str | None = None
     peak_memory: int | None = None
+    heartbeats: int | None = None
 
     @property
     def worker(self) -> str:
@@ -77,30 +80,53 @@ def peak_memory(children: bool = False) -> int:
 
 
 def record_from_handler(handler: Any, *, task: str | None = None, ended: float | None = None,
-                        max_receive_count: int | None = None, peak_memory_bytes: int | None = None) -> JobRecord:
+                        max_receive_count: int | None = None, peak_memory_bytes: int | None = None,
+                        dead_lettered: bool = False) -> JobRecord:
     """The record of a MessageHandler whose ``with`` block has ended.
 
     Call it right after the block (``ended`` defaults to now; ``started`` is ``ended - runtime``).
-    ``task`` defaults to the name in the message body. A failed attempt numbered
-    ``max_receive_count`` or more is recorded as ``dead-lettered``: the queue's redrive
-    policy moves the message on its next receive. ``peak_memory_bytes`` defaults to this
-    process's peak (its children's for process isolation).
+    ``task`` defaults to the name in the message body. A failed attempt is recorded as
+    ``dead-lettered`` when ``dead_lettered`` says it went down the dead-letter path, or when it
+    is numbered ``max_receive_count`` or more: the queue's redrive policy moves the message on
+    its next receive. A task that crashed by a signal (``TaskCrashed``) is ``killed``.
+
+    ``peak_memory_bytes`` defaults to the ``ru_maxrss`` of the process that ran the task: in
+    process isolation the task's own child (from ``wait4``, so per attempt), in signal
+    isolation this process's high-water mark since it started (it never goes down, so a small
+    task after a big one shows the big one's peak).
     """
     message = handler.message
     ended = time.time() if ended is None else ended
     runtime = float(handler.runtime or 0.0)
     attempt = receive_count(message)
-    outcome = _HANDLER_OUTCOMES.get(str(handler.outcome), str(handler.outcome))
-    if outcome not in ("succeeded", "released") and max_receive_count and attempt >= max_receive_count:
-        outcome = "dead-lettered"
     error = handler.exception
+    outcome = _HANDLER_OUTCOMES.get(str(handler.outcome), str(handler.outcome))
+    if outcome == "failed" and isinstance(error, TaskCrashed) and error.signal:
+        outcome = "killed"
+    if outcome not in ("succeeded", "released") and (
+            dead_lettered or (max_receive_count and attempt >= max_receive_count)):
+        outcome = "dead-lettered"
+    if peak_memory_bytes is None:
+        peak_memory_bytes = getattr(handler, "peak_memory", None)
     if peak_memory_bytes is None:
         peak_memory_bytes = peak_memory(children=getattr(handler, "isolation", "signal") == "process")
+    lease = getattr(handler, "lease", None)
+    record = record_from_message(message, task=task, outcome=outcome, started=ended - runtime, ended=ended,
+                                 error=error, peak_memory_bytes=peak_memory_bytes)
+    record.heartbeats = lease.extensions if lease is not None else None
+    return record
+
+
+def record_from_message(message: Any, *, task: str | None, outcome: str, started: float,
+                        ended: float | None = None, error: BaseException | None = None,
+                        peak_memory_bytes: int | None = None) -> JobRecord:
+    """A record for a message, with the outcome given: for what no handler ran (a rejected message)."""
+    ended = time.time() if ended is None else ended
     return JobRecord(
         message_id=getattr(message, "message_id", None),
         task=task if task is not None else _task_name(message),
-        attempt=attempt, host=socket.gethostname(), pid=os.getpid(),
-        submitted=_sent_timestamp(message), started=ended - runtime, ended=ended, runtime=runtime,
+        attempt=receive_count(message), host=socket.gethostname(), pid=os.getpid(),
+        submitted=_sent_timestamp(message), started=started, ended=ended, runtime=max(ended - started, 0.0),
         outcome=outcome,
         exception=None if error is None else f"{type(error).__name__}: {error}",
         traceback=None if error is None else "".join(traceback.format_exception(type(error), error,
@@ -127,8 +153,9 @@ def _sent_timestamp(message: Any) -> float | None:
 class JobLog:
     """A JSON-lines file of job records, shared safely by the processes of one host.
 
-    ``append`` opens the file in append mode and writes one line in one call, so
-    lines from different processes never interleave (on a local filesystem).
+    ``append`` opens the file with ``O_APPEND`` and writes each line with one
+    ``os.write``, so lines from different processes never interleave, however long a
+    traceback makes them (on a local filesystem; NFS does not honour ``O_APPEND``).
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -137,8 +164,14 @@ class JobLog:
     def append(self, record: JobRecord) -> None:
         """Add one record; creates the file (and its directory) if needed."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as file:
-            file.write(record.to_json() + "\n")
+        data = (record.to_json() + "\n").encode("utf-8")
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            written = os.write(fd, data)
+            while written < len(data):  # only on a full disk or a signal: finish the line at least
+                written += os.write(fd, data[written:])
+        finally:
+            os.close(fd)
 
     def __iter__(self) -> Iterator[JobRecord]:
         return self.read()

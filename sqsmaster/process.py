@@ -64,6 +64,8 @@ class ChildProcess:
         os.set_blocking(reader, False)
         self.pid = pid
         self.status: int | None = None
+        #: The child's peak resident memory in bytes (its ``ru_maxrss`` from ``wait4``), once reaped.
+        self.peak_memory: int | None = None
         self._reader = reader
         self._output = bytearray()
         self._eof = False
@@ -84,7 +86,8 @@ class ChildProcess:
             if self._exited(max(left, 0.0)):
                 alarms.kill_group(self.pid)  # leftovers; the pid is not reusable until reaped below
                 self._drain()
-                _, self.status = os.waitpid(self.pid, 0)
+                _, self.status, usage = os.wait4(self.pid, 0)
+                self.peak_memory = int(usage.ru_maxrss) * 1024  # Linux reports kilobytes
                 self._close()
                 return True
             if left <= 0:
@@ -239,7 +242,8 @@ class ProcessSupervisor:
 
     Reads from the handler: ``kill_grace`` (seconds from SIGTERM to SIGKILL,
     default 5) and ``max_memory_mb`` (None: no cap). The overshoot past the hard
-    timeout is bounded by ``kill_grace`` (plus a tick).
+    timeout is bounded by ``kill_grace`` (plus a tick). After a run, ``peak_memory``
+    is the task process's peak resident memory in bytes.
     """
 
     def __init__(self, policy: HeartbeatPolicy, handler: Any = None) -> None:
@@ -248,6 +252,7 @@ class ProcessSupervisor:
         self.max_memory_mb: float | None = getattr(handler, "max_memory_mb", None)
         self._next_tick = 0.0
         self._child: ChildProcess | None = None
+        self.peak_memory: int | None = None
 
     def start(self) -> None:
         self._next_tick = time.monotonic() + self.policy.start()
@@ -264,6 +269,7 @@ class ProcessSupervisor:
             raise
         finally:
             self._child = None
+            self.peak_memory = child.peak_memory
         return child.result()
 
     def stop(self) -> None:

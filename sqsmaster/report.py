@@ -124,10 +124,12 @@ def draw_timeline(records: Sequence[JobRecord], path: str | os.PathLike[str], ti
     present = [o for o in OUTCOME_COLOURS if any(r.outcome == o for r in records)]
     handles = [Patch(color=OUTCOME_COLOURS[o], label=o) for o in present]
     handles.append(Patch(color=_OTHER_COLOUR, alpha=0.25, label="waiting"))
-    axes.legend(handles=handles, loc="lower right", fontsize=8)
+    # Outside the plot, so it never hides a bar; room on the right for the last bar's label.
+    axes.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    axes.set_xlim(0, (max(r.ended for r in records) - origin) * 1.1)
     axes.set_title(title or f"{len(records)} attempts, {len(workers)} worker(s)")
     figure.tight_layout()
-    figure.savefig(path, dpi=90)
+    figure.savefig(path, dpi=90, bbox_inches="tight")
     plt.close(figure)
 
 

@@ -30,6 +30,7 @@ from .deadletter import DeadLetter
 from .encoding import decode_task
 from .errors import ConfigurationError, MalformedMessage, QueueDoesNotExist, QueueError, UnknownTask
 from .handler import DEFAULT_HARD_TIMEOUT
+from .jobs import JobLog, record_from_handler, record_from_message
 from .lease import receive_count
 from .limits import MAX_RECEIVE_MESSAGES, check_range, check_visibility_timeout, check_wait_time
 from .receiver import PendingLeases, Receiver, unreachable_backoff
@@ -63,6 +64,7 @@ class WorkerConfig:
     notify: Callable[..., None] | None = None
     on_attempt_end: Callable[[AttemptRecord], None] | None = None
     queue_constructor: Callable[[str], Any] | None = None
+    job_log: str | None = None
 
 
 class Worker:
@@ -86,6 +88,8 @@ class Worker:
     :param notify: ``notify(exception, context)`` for failures and rejected messages
     :param on_attempt_end: called with an :class:`~sqsmaster.worklog.AttemptRecord` after each attempt
         (in the worker process that ran it)
+    :param job_log: append one :class:`~sqsmaster.jobs.JobRecord` per attempt to this JSON-lines
+        file (shared by the ``concurrency`` processes; ``sqsmaster report`` reads it)
     :raises ConfigurationError: for settings that cannot work, before anything is received
     """
 
@@ -95,7 +99,7 @@ class Worker:
                  until_empty: bool = False, prefetch: int = 0, grace: float = 30, dlq: str | None = None,
                  queues: list[str] | None = None, notify: Callable[..., None] | None = None,
                  on_attempt_end: Callable[[AttemptRecord], None] | None = None,
-                 queue_constructor: Callable[[str], Any] | None = None) -> None:
+                 queue_constructor: Callable[[str], Any] | None = None, job_log: str | None = None) -> None:
         urls = ([queue] if isinstance(queue, str) else list(queue)) + list(queues or [])
         if not urls:
             raise ConfigurationError("a worker needs at least one queue URL")
@@ -112,7 +116,7 @@ class Worker:
         self.registry: Registry = load_tasks(tasks)
         self.config = WorkerConfig(urls, self.registry, concurrency, isolation, sqs_timeout, alarm, hard_timeout,
                                    wait_time, max_tasks, until_empty, prefetch, grace, dlq, notify,
-                                   on_attempt_end, queue_constructor)
+                                   on_attempt_end, queue_constructor, None if job_log is None else str(job_log))
         # Fail on a bad isolation or timeouts here, not at the first message.
         for spec in (self.registry.get(name) for name in self.registry.names()):
             sqs, alarm_, hard = _timeouts(self.config, spec)
@@ -172,6 +176,7 @@ class WorkerLoop:
         self.pending = PendingLeases(int(config.sqs_timeout), float(config.alarm_timeout or 1),
                                      should_release=lambda: signals.stopping)
         self._parent = parent
+        self.job_log = JobLog(config.job_log) if config.job_log else None
 
     def dead_letter(self, message: Message) -> DeadLetter:
         url = message.queue.url
@@ -303,12 +308,18 @@ class WorkerLoop:
             handler.notify = self.config.notify  # type: ignore[method-assign]
         started_at = time.time()
         log_event("started", message.message_id, name, attempt, isolation=handler.isolation)
-        with handler:
-            self.signals.interruptible = True
-            try:
-                handler.run()
-            finally:
-                self.signals.interruptible = False
+        try:
+            with handler:
+                self.signals.interruptible = True
+                try:
+                    handler.run()
+                finally:
+                    self.signals.interruptible = False
+        except WorkerShutdown:  # the handler released the message (visibility 0)
+            self._record(AttemptRecord(message.message_id, message.queue.url, name, attempt, "interrupted",
+                                       "released", started_at, handler.runtime, _describe(handler.exception),
+                                       job=record_from_handler(handler, task=name)))
+            raise
         self._after(message, handler, name, attempt, dead_letter, started_at)
 
     def _after(self, message: Message, handler: WorkerHandler, name: str, attempt: int,
@@ -335,8 +346,10 @@ class WorkerLoop:
                 log_event("retry scheduled", message.message_id, name, attempt, delay=delay)
         if lost:
             log_event("lease lost", message.message_id, name, attempt, logging.ERROR, runtime=runtime)
+        job = record_from_handler(handler, task=name, max_receive_count=dead_letter.max_receive_count,
+                                  dead_lettered=action in ("dead-lettered", "handed to redrive"))
         self._record(AttemptRecord(message.message_id, message.queue.url, name, attempt, outcome, action,
-                                   started_at, runtime, _describe(handler.exception), delay))
+                                   started_at, runtime, _describe(handler.exception), delay, job))
 
     def _reject(self, message: Message, error: Exception, attempt: int) -> None:
         task = getattr(error, "task", None)
@@ -353,8 +366,13 @@ class WorkerLoop:
                     logger.exception("message %s: notify() itself failed", message.message_id)
             action = dead_letter.hand_over(message)
             self._log_end(message, task, attempt, action, dead_letter, str(error))
+        now = time.time()
+        dead = action == "dead-lettered" or bool(dead_letter.max_receive_count
+                                                   and attempt >= dead_letter.max_receive_count)
+        job = record_from_message(message, task=task, outcome="dead-lettered" if dead else "failed", started=now,
+                                  ended=now, error=error)
         self._record(AttemptRecord(message.message_id, message.queue.url, task, attempt, "rejected", action,
-                                   time.time(), error=_describe(error)))
+                                   now, error=_describe(error), job=job))
 
     def _end_of_line(self, message: Message, name: str, attempt: int, reason: str, started_at: float) -> None:
         dead_letter = self.dead_letter(message)
@@ -378,6 +396,12 @@ class WorkerLoop:
                              "in the queue (hidden 15 minutes) for a later worker")
 
     def _record(self, record: AttemptRecord) -> None:
+        if self.job_log is not None and record.job is not None:
+            try:
+                self.job_log.append(record.job)
+            except OSError as exc:
+                logger.error("message %s: could not write the job log %s: %s", record.message_id,
+                             self.job_log.path, exc)
         if self.config.on_attempt_end is None:
             return
         try:

@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from .jobs import JobRecord
+
 logger = logging.getLogger("sqsmaster.worker")
 
 #: Record attributes a JSON line carries when an event set them.
@@ -30,7 +32,9 @@ class AttemptRecord:
     ``outcome`` is the handler's (``succeeded``, ``failed``, ``timed out``,
     ``stuck``, ``interrupted``) or ``rejected``; ``action`` what became of the
     message: ``deleted``, ``retry``, ``dead-lettered``, ``handed to redrive``,
-    ``kept``, ``released``, ``lease lost``.
+    ``kept``, ``released``, ``lease lost``. ``job`` is the attempt's
+    :class:`~sqsmaster.jobs.JobRecord` (what ``--job-log`` writes), None for a message
+    that came back past its last retry and was not run.
     """
 
     message_id: str
@@ -43,6 +47,7 @@ class AttemptRecord:
     runtime: float | None = None
     error: str | None = None
     delay: int | None = None
+    job: JobRecord | None = None
 
 
 def log_event(event: str, message_id: str | None, task: str | None = None, attempt: int | None = None,

@@ -82,3 +82,23 @@ class HandlerTask(MessageHandler):
 def isolated(id: str) -> None:
     record("start", id=id, pid_of_task=os.getpid())
     record("end", id=id)
+
+
+@task(name="stall_once")
+class StallOnce(MessageHandler):
+    """Hangs for 30 s on its first delivery (to be killed mid-task), finishes at once after."""
+
+    def run(self) -> None:
+        record("start", id=self.kwargs["id"], attempt=self.message.attributes.get("ApproximateReceiveCount"))
+        if self.message.attributes.get("ApproximateReceiveCount") == "1":
+            time.sleep(30)
+        record("end", id=self.kwargs["id"])
+
+
+@task(isolation="process")
+def hog(id: str, megabytes: int) -> None:
+    """Holds ``megabytes`` of resident memory in its own process for a moment."""
+    record("start", id=id)
+    block = b"\x01" * (megabytes * 2**20)  # written, so resident
+    time.sleep(0.1)
+    record("end", id=id, size=len(block))

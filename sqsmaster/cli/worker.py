@@ -8,6 +8,7 @@ import os
 import sys
 from typing import Any
 
+from ..errors import ConfigurationError
 from ..handler import DEFAULT_HARD_TIMEOUT
 
 
@@ -45,6 +46,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--dlq", default=None, metavar="URL",
                         help="dead-letter queue for queues without a redrive policy (send there, then delete)")
     parser.add_argument("--log-format", choices=["text", "json"], default="text", help="log lines as text or JSON")
+    parser.add_argument("--job-log", default=None, metavar="PATH",
+                        help="append one JSON line per attempt (sqsmaster report PATH reads it)")
     parser.set_defaults(func=run)
 
 
@@ -52,11 +55,16 @@ def run(args: argparse.Namespace) -> int:
     from ..worker import Worker
     from ..worklog import configure_logging
 
+    for url in [args.url, *args.queue]:
+        if url.startswith("mem://"):
+            raise ConfigurationError(
+                f"{url}: a mem:// queue lives inside one process, so a worker process would only ever see it "
+                "empty; use a durable local queue shared by processes: sqlite:///PATH?queue=NAME or fq:///DIR")
     configure_logging(args.log_format, logging.DEBUG if args.verbose else logging.INFO)
     if os.getcwd() not in sys.path:  # --tasks names a module of the project the worker runs in
         sys.path.insert(0, os.getcwd())
     worker = Worker(args.url, args.tasks, queues=args.queue, concurrency=args.concurrency, isolation=args.isolation,
                     sqs_timeout=args.sqs_timeout, alarm_timeout=args.alarm_timeout, hard_timeout=args.hard_timeout,
                     wait_time=args.wait_time, max_tasks=args.max_tasks, until_empty=args.until_empty,
-                    prefetch=args.prefetch, grace=args.grace, dlq=args.dlq)
+                    prefetch=args.prefetch, grace=args.grace, dlq=args.dlq, job_log=args.job_log)
     return worker.run()
