@@ -27,12 +27,15 @@ from .alarms import ShutdownSignals, WorkerShutdown
 from .backends import Message, QueueBackend, open_queue
 from .consumer import reject
 from .deadletter import DeadLetter
+from .delays import hold_if_not_due
 from .encoding import decode_task
 from .errors import ConfigurationError, MalformedMessage, QueueDoesNotExist, QueueError, UnknownTask
 from .handler import DEFAULT_HARD_TIMEOUT
 from .jobs import JobLog, record_from_handler, record_from_message
 from .lease import receive_count
 from .limits import MAX_RECEIVE_MESSAGES, check_range, check_visibility_timeout, check_wait_time
+from .ordering import GroupOrder
+from .payloads import resolve_payload
 from .receiver import PendingLeases, Receiver, unreachable_backoff
 from .registry import Registry, TaskSpec, WorkerHandler, load_tasks
 from .retry import Retry
@@ -177,6 +180,7 @@ class WorkerLoop:
                                      should_release=lambda: signals.stopping)
         self._parent = parent
         self.job_log = JobLog(config.job_log) if config.job_log else None
+        self.order = GroupOrder()
 
     def dead_letter(self, message: Message) -> DeadLetter:
         url = message.queue.url
@@ -265,6 +269,7 @@ class WorkerLoop:
             return None
         if not messages:
             return None
+        self.order = GroupOrder()  # FIFO: a failure holds back the rest of its group from this receive
         self.pending.add(messages[1:])
         return messages[0]
 
@@ -274,10 +279,14 @@ class WorkerLoop:
         Returns False when the pool's ``max_tasks`` budget is spent (the message is then released).
         """
         attempt = receive_count(message)
+        if hold_if_not_due(message) or not self.order.admit(message):
+            return True  # handed back: due later (eta/countdown), or behind a failed message of its FIFO group
         try:
+            resolve_payload(message, None)
             name, kwargs = decode_task(message.body, message.message_id)
             spec = self.registry.get(name, message.message_id)
-        except (MalformedMessage, UnknownTask) as exc:
+        except (MalformedMessage, UnknownTask, QueueError) as exc:
+            self.order.settle(message, succeeded=False)
             self._reject(message, exc, attempt)
             return True
         if spec.retry is not None and spec.retry.exhausted(attempt - 1):
@@ -289,6 +298,7 @@ class WorkerLoop:
             return False
         try:
             self._run(message, spec, name, kwargs, attempt)
+            self.order.settle(message, succeeded=bool(getattr(message, "deleted", False)))
         except WorkerShutdown:
             log_event("released", message.message_id, name, attempt, logging.WARNING,
                       reason="stopped by a second signal or the end of the grace period; visible again now")
