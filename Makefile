@@ -25,6 +25,8 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -r bench/requirements.txt
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+	$(BIN)/python bench/supervisor_bench.py
+	$(BIN)/python bench/local_queues_bench.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache
