@@ -25,8 +25,12 @@ from .limits import MAX_BATCH_ENTRIES, MAX_BATCH_SIZE, message_size
 
 logger = logging.getLogger(__name__)
 
-#: Default number of SendMessageBatch requests in flight at once.
+#: Default ceiling on SendMessageBatch requests in flight at once (see :class:`InFlightLimit`).
 DEFAULT_IN_FLIGHT = 8
+#: Messages per measuring window of :class:`InFlightLimit`.
+PROBE_WINDOW = 200
+#: How much faster a doubled limit must send to be kept.
+PROBE_GAIN = 1.1
 #: Attempts per entry that SQS reports as failed by a server fault.
 SEND_ATTEMPTS = 5
 
@@ -46,6 +50,62 @@ def retry_delay(attempt: int) -> float:
     return min(0.1 * 2 ** (attempt - 1), 5.0) * random.uniform(0.5, 1.0)
 
 
+class InFlightLimit:
+    """How many requests may be in flight: found by probing, as TCP finds its window.
+
+    It starts at one request. After each window of :data:`PROBE_WINDOW` messages it
+    compares the send rate with the best so far: while doubling the limit makes
+    sending at least :data:`PROBE_GAIN` times faster, it doubles again (up to
+    ``maximum``); once it does not, it goes back to the best limit and stays. Against
+    a distant server (real SQS: 10-30 ms a request) the limit climbs, hiding the
+    latency; against a server that is itself the bottleneck (a local moto), more
+    requests in flight only add contention, and it stays low.
+    """
+
+    def __init__(self, maximum: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.maximum = maximum
+        self.limit = 1
+        self.settled = maximum == 1
+        self._clock = clock
+        self._active = 0
+        self._best = (0.0, 1)  # (rate, limit)
+        self._window_start = clock()
+        self._window_messages = 0
+        self._condition = threading.Condition()
+
+    def acquire(self) -> None:
+        """Wait for a free place, then take it."""
+        with self._condition:
+            while self._active >= self.limit:
+                self._condition.wait()
+            self._active += 1
+
+    def release(self, messages: int) -> None:
+        """Give the place back, counting the messages the request sent."""
+        with self._condition:
+            self._active -= 1
+            self._observe(messages)
+            self._condition.notify_all()
+
+    def _observe(self, messages: int) -> None:
+        if self.settled:
+            return
+        self._window_messages += messages
+        if self._window_messages < PROBE_WINDOW:
+            return
+        now = self._clock()
+        rate = self._window_messages / max(now - self._window_start, 1e-9)
+        self._window_start, self._window_messages = now, 0
+        if rate >= self._best[0] * PROBE_GAIN:
+            self._best = (rate, self.limit)
+            if self.limit < self.maximum:
+                self.limit = min(2 * self.limit, self.maximum)
+                return
+        self.limit = self._best[1]
+        self.settled = True
+        logger.debug("%d request(s) in flight send fastest (%.0f msg/s)", self.limit, self._best[0])
+
+
 class _Sender:
     """The sender threads and what they share: counts, failures, the error that stops the run."""
 
@@ -58,6 +118,7 @@ class _Sender:
         self.failed: list[FailedEntry] = []
         self.error: BaseException | None = None
         self.lock = threading.Lock()
+        self.in_flight = InFlightLimit(threads)
         depth = 2 * max(1, threads // lanes)
         self.lanes: list[queue_module.Queue[list[SendEntry] | None]] = [
             queue_module.Queue(maxsize=depth) for _ in range(lanes)]
@@ -84,7 +145,13 @@ class _Sender:
     def _send(self, batch: list[SendEntry]) -> None:
         attempt = 1
         while True:
-            response = self.queue.send_batch(batch)
+            self.in_flight.acquire()
+            sent = 0
+            try:
+                response = self.queue.send_batch(batch)
+                sent = len(response["Successful"])
+            finally:
+                self.in_flight.release(sent)
             failures = {failure["Id"]: failure for failure in response["Failed"]}
             self._count(len(response["Successful"]))
             if not failures:
@@ -146,8 +213,9 @@ def send_entries(queue: QueueBackend, entries: Iterable[SendEntry], *, max_in_fl
 
     Entry ids must be unique within the stream (the index in the input is best:
     it names the entry in errors). Reads ``entries`` lazily, at most
-    ``max_in_flight`` requests at once. With ``fifo``, each ``group_id`` is
-    sent by one thread, in order.
+    ``max_in_flight`` requests at once, fewer when more do not send faster
+    (:class:`InFlightLimit`). With ``fifo``, each ``group_id`` is sent by one
+    thread, in order.
 
     Raises :class:`SubmitFailed` if any entry could not be sent (after
     ``SEND_ATTEMPTS`` for server faults) or a request failed: then the entries
