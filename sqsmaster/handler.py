@@ -119,6 +119,14 @@ class MessageHandler:
     def notify(self, exception: BaseException, context: dict[str, Any] | None = None) -> None:
         """Report a failure outside the log (Sentry, Honeybadger...). Failures are logged anyway."""
 
+    def acknowledge(self) -> None:
+        """Delete the message after the task succeeded; raise if the delete failed.
+
+        Override to defer the delete (the worker batches them, see :mod:`sqsmaster.acks`).
+        """
+        assert self._lease is not None, "acknowledge() outside the with block"
+        self._lease.delete()
+
     def backoff(self, receive_count: int) -> int:
         """Seconds to hide a failed message before its next attempt; ``min(2**(n-1), 900)``."""
         return default_backoff(receive_count)
@@ -219,7 +227,7 @@ class MessageHandler:
             logger.error("message %s: task succeeded but its lease was lost; deleting with the old receipt "
                          "handle, the message may run again", self.message_id)
         try:
-            self._lease.delete()
+            self.acknowledge()
         except Exception as exc:
             self._notify_safely(exc)
             logger.error("message %s: task succeeded but the delete failed (%s); it will run again",

@@ -22,6 +22,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Union
 
+from .acks import DeleteBatcher
 from .errors import ConfigurationError, UnknownTask
 from .handler import MessageHandler
 from .lease import receive_count
@@ -92,7 +93,15 @@ class WorkerHandler(MessageHandler):
     spec: ClassVar[TaskSpec]
     dead_letter_visibility: int = 0
     plan: FailurePlan | None = None
+    #: The worker's batched deletes (None: delete at once).
+    deletes: DeleteBatcher | None = None
     _logged_extensions = 0
+
+    def acknowledge(self) -> None:
+        if self.deletes is None:
+            super().acknowledge()
+        else:
+            self.deletes.add(self.message)
 
     def _report(self, error: BaseException) -> None:
         # A task that raises Retry asked for it: no notify, no traceback; the worker logs "retry scheduled".

@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from .acks import DEFAULT_MAX_DELAY, DeleteBatcher
 from .alarms import ShutdownSignals, WorkerShutdown
 from .backends import Message, QueueBackend, open_queue
 from .consumer import reject
@@ -181,6 +182,8 @@ class WorkerLoop:
         self._parent = parent
         self.job_log = JobLog(config.job_log) if config.job_log else None
         self.order = GroupOrder()
+        # Succeeded messages are deleted ten at a time, well inside their visibility timeout.
+        self.deletes = DeleteBatcher(max_delay=min(DEFAULT_MAX_DELAY, float(config.sqs_timeout) / 4))
 
     def dead_letter(self, message: Message) -> DeadLetter:
         url = message.queue.url
@@ -213,6 +216,7 @@ class WorkerLoop:
         except WorkerShutdown:
             pass
         finally:
+            self.deletes.close()
             released = self.pending.release_all()
             self.pending.close()
             self.receiver.close()
@@ -297,8 +301,8 @@ class WorkerLoop:
             self.pending.add([message])
             return False
         try:
-            self._run(message, spec, name, kwargs, attempt)
-            self.order.settle(message, succeeded=bool(getattr(message, "deleted", False)))
+            outcome = self._run(message, spec, name, kwargs, attempt)
+            self.order.settle(message, succeeded=outcome == "succeeded")
         except WorkerShutdown:
             log_event("released", message.message_id, name, attempt, logging.WARNING,
                       reason="stopped by a second signal or the end of the grace period; visible again now")
@@ -307,13 +311,15 @@ class WorkerLoop:
             self.ended += 1
         return True
 
-    def _run(self, message: Message, spec: TaskSpec, name: str, kwargs: dict[str, Any], attempt: int) -> None:
+    def _run(self, message: Message, spec: TaskSpec, name: str, kwargs: dict[str, Any], attempt: int) -> str | None:
+        """Run the task under its handler; returns the handler's outcome."""
         dead_letter = self.dead_letter(message)
         sqs_timeout, alarm_timeout, hard_timeout = _timeouts(self.config, spec)
         handler = spec.handler_class(self.config.isolation)(
             message, sqs_timeout=sqs_timeout, alarm_timeout=alarm_timeout, hard_timeout=hard_timeout)
         handler.kwargs = kwargs  # set afterwards: a task kwarg may be called "message" or "sqs_timeout"
         handler.dead_letter_visibility = dead_letter.visibility
+        handler.deletes = self.deletes
         if self.config.notify is not None:
             handler.notify = self.config.notify  # type: ignore[method-assign]
         started_at = time.time()
@@ -331,6 +337,7 @@ class WorkerLoop:
                                        job=record_from_handler(handler, task=name)))
             raise
         self._after(message, handler, name, attempt, dead_letter, started_at)
+        return handler.outcome
 
     def _after(self, message: Message, handler: WorkerHandler, name: str, attempt: int,
                dead_letter: DeadLetter, started_at: float) -> None:
