@@ -157,7 +157,7 @@ def drain_task_queue(url: str, count: int) -> int:
 
 def drain_worker(isolation: str, url: str, count: int) -> int:
     command = [sys.executable, "-m", "sqsmaster", "worker", url, "--tasks", "worker_tasks", "--isolation",
-               isolation, "--max-tasks", str(count), "--wait-time", "1", "--sqs-timeout", "30", "--prefetch", "10"]
+               isolation, "--max-tasks", str(count), "--wait-time", "1", "--sqs-timeout", "30", "--prefetch", "9"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.dirname(HERE), HERE])}
     subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     return count
