@@ -23,17 +23,16 @@ import os
 import random
 import time
 import uuid
-from itertools import islice
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from ..errors import ConfigurationError, LeaseLost, QueueError
 from ..limits import MAX_VISIBILITY_TIMEOUT
-from .base import Message, QueueBackend, SendEntry
+from .base import Message, SendEntry
+from .durable import DurableQueue
 from .options import (
     OPTION_NAMES,
-    POLL_INTERVAL,
     QueueOptions,
     check_same,
     parse_options,
@@ -81,7 +80,7 @@ def parse_fq_url(url: str) -> tuple[str, dict[str, str]]:
     return path.rstrip("/") or "/", split_query(parts.query, OPTION_NAMES | {"fsync"})
 
 
-class FileQueue(QueueBackend):
+class FileQueue(DurableQueue):
     """A queue in a directory; created on first use with the URL's options.
 
     Options: ``visibility_timeout``, ``delay_seconds``, ``max_receive_count``,
@@ -142,20 +141,6 @@ class FileQueue(QueueBackend):
 
     # -- sending --------------------------------------------------------------------------------
 
-    def send(self, entry: SendEntry) -> dict[str, Any]:
-        return {"MessageId": self._insert([entry])[0]}
-
-    def send_batch(self, entries: list[SendEntry]) -> dict[str, list[dict[str, Any]]]:
-        ids = self._insert(entries)
-        return {"Successful": [{"Id": e.id, "MessageId": m} for e, m in zip(entries, ids)], "Failed": []}
-
-    def send_many(self, entries: Iterable[SendEntry], chunk: int = 500) -> list[str]:
-        """Send any number of messages; returns their ids in order (the bulk path; SQS batches hold 10)."""
-        iterator, ids = iter(entries), []
-        while batch := list(islice(iterator, chunk)):
-            ids += self._insert(batch)
-        return ids
-
     def _insert(self, entries: list[SendEntry]) -> list[str]:
         now = time.time()
         ids = []
@@ -186,21 +171,6 @@ class FileQueue(QueueBackend):
 
     # -- receiving ------------------------------------------------------------------------------
 
-    def receive(self, max_messages: int = 1, wait_time: int = 0,
-                visibility_timeout: int | None = None) -> list[Message]:
-        """Lease up to ``max_messages`` visible messages; polls every 50 ms for up to ``wait_time`` s."""
-        timeout = self.options.visibility_timeout if visibility_timeout is None else visibility_timeout
-        deadline = time.monotonic() + wait_time
-        while True:
-            try:
-                messages = self._receive_once(max_messages, timeout)
-            except OSError as exc:
-                raise QueueError(f"file queue {self.url}: receive failed: {exc}") from exc
-            remaining = deadline - time.monotonic()
-            if messages or remaining <= 0:
-                return messages
-            time.sleep(min(POLL_INTERVAL, remaining))
-
     def _scan(self, now_us: int) -> None:
         visible = sorted(n for n in os.listdir(self._queue_dir) if n[:_WIDTH] <= f"{now_us:0{_WIDTH}d}")
         windows = [visible[i:i + SHUFFLE_WINDOW] for i in range(0, len(visible), SHUFFLE_WINDOW)]
@@ -210,6 +180,12 @@ class FileQueue(QueueBackend):
         self._scanned_at = time.monotonic()
 
     def _receive_once(self, max_messages: int, timeout: int) -> list[Message]:
+        try:
+            return self._lease_visible(max_messages, timeout)
+        except OSError as exc:
+            raise QueueError(f"file queue {self.url}: receive failed: {exc}") from exc
+
+    def _lease_visible(self, max_messages: int, timeout: int) -> list[Message]:
         now = time.time()
         now_us = _micros(now)
         if time.monotonic() - self._scanned_at > RESCAN_INTERVAL:

@@ -20,17 +20,16 @@ import threading
 import time
 import uuid
 from contextlib import contextmanager
-from itertools import islice
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterator
 from urllib.parse import quote, unquote, urlsplit
 
 from ..errors import ConfigurationError, LeaseLost, QueueError
 from ..limits import MAX_VISIBILITY_TIMEOUT
-from .base import Message, QueueBackend, SendEntry
+from .base import Message, SendEntry
+from .durable import DurableQueue
 from .options import (
     OPTION_NAMES,
-    POLL_INTERVAL,
     QueueOptions,
     check_same,
     parse_options,
@@ -75,7 +74,7 @@ def parse_sqlite_url(url: str) -> tuple[str, str, dict[str, str]]:
     return path, params.pop("queue", "default") or "default", params
 
 
-class SqliteQueue(QueueBackend):
+class SqliteQueue(DurableQueue):
     """One named queue in an SQLite file; other queues (its dead-letter queue) may share the file.
 
     The file and the queue are created on first use, with the URL's options
@@ -164,25 +163,6 @@ class SqliteQueue(QueueBackend):
 
     # -- the backend interface -----------------------------------------------------------------
 
-    def send(self, entry: SendEntry) -> dict[str, Any]:
-        return {"MessageId": self._insert([entry])[0]}
-
-    def send_batch(self, entries: list[SendEntry]) -> dict[str, list[dict[str, Any]]]:
-        """All entries in one transaction: all are sent, or the call raises QueueError."""
-        ids = self._insert(entries)
-        return {"Successful": [{"Id": e.id, "MessageId": m} for e, m in zip(entries, ids)], "Failed": []}
-
-    def send_many(self, entries: Iterable[SendEntry], chunk: int = 500) -> list[str]:
-        """Send any number of messages, ``chunk`` per transaction; returns their ids in order.
-
-        Not an SQS verb (SQS batches hold 10): the bulk path for producers of a local queue.
-        A failure raises QueueError; the chunks committed before it stay sent.
-        """
-        iterator, ids = iter(entries), []
-        while batch := list(islice(iterator, chunk)):
-            ids += self._insert(batch)
-        return ids
-
     def _insert(self, entries: list[SendEntry]) -> list[str]:
         now = time.time()
         rows = [(self.name, str(uuid.uuid4()), e.body, json.dumps(e.message_attributes) if e.message_attributes
@@ -192,17 +172,6 @@ class SqliteQueue(QueueBackend):
                            "visible_at) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
         return [row[1] for row in rows]
 
-    def receive(self, max_messages: int = 1, wait_time: int = 0,
-                visibility_timeout: int | None = None) -> list[Message]:
-        """Lease up to ``max_messages`` visible messages; polls every 50 ms for up to ``wait_time`` s."""
-        timeout = self.options.visibility_timeout if visibility_timeout is None else visibility_timeout
-        deadline = time.monotonic() + wait_time
-        while True:
-            messages = self._receive_once(max_messages, timeout)
-            remaining = deadline - time.monotonic()
-            if messages or remaining <= 0:
-                return messages
-            time.sleep(min(POLL_INTERVAL, remaining))
 
     def _receive_once(self, max_messages: int, timeout: int) -> list[Message]:
         now = time.time()
