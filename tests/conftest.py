@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 import uuid
 from typing import Any, Callable, Iterator
 
@@ -87,3 +92,42 @@ def drain(client: Any, url: str, wait: int = 0) -> list[dict[str, Any]]:
         for message in batch:
             client.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
         messages.extend(batch)
+
+
+def _wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def frozen_moto() -> Iterator[tuple[subprocess.Popen, str]]:
+    """A moto server in a process of its own, so a test can freeze it (SIGSTOP) and thaw it (SIGCONT):
+    a network partition as a client sees it. Yields ``(process, endpoint)``."""
+    port = _free_port()
+    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return True
+        except OSError:
+            return False
+
+    try:
+        _wait_until(up, 15, "moto_server to listen")
+        yield process, endpoint
+    finally:
+        process.send_signal(signal.SIGCONT)
+        process.kill()
+        process.wait()

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 
 import pytest
@@ -121,36 +118,6 @@ def test_sigkill_mid_task_the_message_comes_back_and_another_worker_completes_it
     assert second.wait() == 0, second.stderr
     assert starts(first.record_path) == ["k", "k"] and ends(first.record_path) == ["k"]
     assert queue_counts(sqs_client, url) == (0, 0, 0)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture
-def frozen_moto():
-    """A moto server of our own, in its own process, so the test can SIGSTOP and SIGCONT it."""
-    port = _free_port()
-    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return True
-        except OSError:
-            return False
-
-    try:
-        wait_for(up, timeout=15, message="moto_server to listen")
-        yield process, endpoint
-    finally:
-        process.send_signal(signal.SIGCONT)
-        process.kill()
-        process.wait()
 
 
 def test_endpoint_down_then_back_backs_off_and_recovers(frozen_moto, worker):
