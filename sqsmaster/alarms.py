@@ -315,7 +315,7 @@ class ShutdownSignals:
                 if seen == 0:
                     stopped_at = now
                     self._first_stop()
-                else:
+                if received >= 2 > seen:
                     logger.warning("%s received again: releasing everything now", self.cause())
                 seen = received
             if not seen:

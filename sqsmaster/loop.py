@@ -128,6 +128,8 @@ class WorkerLoop:
                                      route=self.receiver.twin)
         self._payload_stores: dict[str, PayloadStore] = {}
         self._lock = threading.Lock()
+        self._release_lock = threading.Lock()
+        self._releasing: list[Message] = []
         self._current: Message | None = None
         self._released = 0
         self._unreleased: list[Message] = []
@@ -302,24 +304,37 @@ class WorkerLoop:
 
     # -- shutdown: what a stopping worker still owes, bounded by the clock ----------------------------
 
-    def _release_unstarted(self, deadline: float | None = None) -> None:
-        """Release every received-but-unstarted message at once (at the first stop signal, and at the end)."""
-        messages = []
-        while (message := self.pending.pop()) is not None:
-            messages.append(message)
-        if not messages:
+    def _release_unstarted(self, deadline: float | None = None, wait: float | None = None) -> None:
+        """Release every received-but-unstarted message at once (at the first stop signal, and at the end).
+
+        One release at a time (the watcher thread's and the main thread's); with ``wait``, give up
+        after that many seconds of waiting for the other and name the messages it is still releasing.
+        """
+        if not self._release_lock.acquire(timeout=-1 if wait is None else max(wait, 0.0)):
+            for unconfirmed in self._releasing:
+                logger.error("message %s: received, not started; its release was not confirmed before the worker "
+                             "stopped, so it comes back when its visibility timeout expires", unconfirmed.message_id)
+            with self._lock:
+                self._unreleased += self._releasing
             return
-        released, failed = release_now(messages, self.receiver.twin,
-                                       deadline if deadline is not None else time.monotonic() + FLUSH_TIMEOUT)
-        with self._lock:
-            self._released += len(released)
-            self._unreleased += failed
+        try:
+            while (message := self.pending.pop()) is not None:
+                self._releasing.append(message)
+            if self._releasing:
+                released, failed = release_now(self._releasing, self.receiver.twin,
+                                               deadline if deadline is not None else time.monotonic() + FLUSH_TIMEOUT)
+                with self._lock:
+                    self._released += len(released)
+                    self._unreleased += failed
+        finally:
+            self._releasing = []
+            self._release_lock.release()
 
     def _finish(self) -> bool:
         """Flush deletes and release what is left, within FLUSH_TIMEOUT; True if something could not be done."""
         deadline = time.monotonic() + FLUSH_TIMEOUT
         undeleted = self.deletes.close(timeout=FLUSH_TIMEOUT)
-        self._release_unstarted(deadline)
+        self._release_unstarted(deadline, wait=deadline - time.monotonic())
         self.pending.close()
         self.receiver.close()
         for client in self._clients:
@@ -350,7 +365,10 @@ class WorkerLoop:
         for message in self.deletes.unconfirmed():
             logger.error("message %s: task succeeded but its delete was not made by the deadline; it will run again",
                          message.message_id)
+        unreleased = list(self._releasing)
         while (message := self.pending.pop()) is not None:
+            unreleased.append(message)
+        for message in unreleased:
             logger.error("message %s: received, not started, not released by the deadline; it comes back when its "
                          "visibility timeout expires", message.message_id)
         if self.config.exit_at_deadline:
