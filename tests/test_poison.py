@@ -193,8 +193,8 @@ def test_a_failed_resend_falls_back_to_a_hold_and_loses_nothing():
 
 def test_task_generator_waits_out_a_due_time_by_resending_without_raising_the_receive_count(make_queue,
                                                                                               monkeypatch):
-    # Given (on moto) native delays of 1 s and a task due in 2.5 s
-    monkeypatch.setattr(delays, "MAX_NATIVE_DELAY", 1)
+    # Given (on moto) native delays of at most 2 s and a task due in 2.5 s: one native delay, then a re-send
+    monkeypatch.setattr(delays, "MAX_NATIVE_DELAY", 2)
     url = make_queue(dead_letter=True, max_receive_count=2)
     tm = TaskManager(url)
     tm.submit(Task("soon", {}, countdown=2.5))

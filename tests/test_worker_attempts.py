@@ -104,10 +104,11 @@ def dead_attempt(records, message_id):  # noqa: ANN001, ANN201
 
 
 def test_a_due_time_beyond_a_hold_costs_no_receive_with_max_receive_count_2(make_queue, sqs_client, monkeypatch):
-    # Given SQS's limits scaled down (a native delay of 1 s, "12 hours" of visibility from receipt = 3 s),
-    # a queue whose redrive policy moves a message after 2 receives, and a task due in 8 s: beyond one hold
-    monkeypatch.setattr(delays, "MAX_NATIVE_DELAY", 1)
-    monkeypatch.setattr(delays, "MAX_HOP", 3)
+    # Given SQS's limits scaled down (native delays of at most 3 s, "12 hours" of visibility from receipt = 4 s),
+    # a queue whose redrive policy moves a message after 2 receives, and a task due in 10 s: beyond one hold.
+    # (A held message comes back 3 s before it is due to be re-sent: room for a busy machine's delays.)
+    monkeypatch.setattr(delays, "MAX_NATIVE_DELAY", 3)
+    monkeypatch.setattr(delays, "MAX_HOP", 4)
     url = make_queue(dead_letter=True, max_receive_count=2)
     dlq = make_queue.dead_letter_urls[url]
     runs: list[tuple[float, str]] = []
@@ -118,7 +119,7 @@ def test_a_due_time_beyond_a_hold_costs_no_receive_with_max_receive_count_2(make
         runs.append((time.time(), "ran"))
 
     submitted = time.time()
-    TaskManager(url).submit(Task("later", {}, countdown=8))
+    TaskManager(url).submit(Task("later", {}, countdown=10))
     attempts: list[int] = []
 
     # When a worker runs until it has run one task
@@ -127,7 +128,7 @@ def test_a_due_time_beyond_a_hold_costs_no_receive_with_max_receive_count_2(make
 
     # Then it ran once, when due, on its first receive: the waiting was holds and re-sends, never a receive
     # the redrive policy counted; and nothing went to the dead-letter queue
-    assert [event for _, event in runs] == ["ran"] and runs[0][0] >= submitted + 8
+    assert [event for _, event in runs] == ["ran"] and runs[0][0] >= submitted + 10
     assert attempts == [1]
     assert bodies(sqs_client, dlq) == []
 
