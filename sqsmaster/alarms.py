@@ -191,8 +191,6 @@ def watch_parent(parent_pid: int, pgid: int, poll: float = 0.5) -> None:
 WAKE_SIGNAL = signal.SIGUSR2
 #: How often the shutdown watcher thread looks at the stop count, the grace and the deadline (s).
 WATCH_TICK = 0.05
-#: While a stop is forced and a task still runs (it swallowed WorkerShutdown), raise it again this often (s).
-WAKE_REPEAT = 1.0
 
 
 class WorkerShutdown(BaseException):
@@ -214,7 +212,8 @@ class ShutdownSignals:
 
     ``stopping`` turns true at the first signal; the loop checks it between receives
     and tasks. Inside :meth:`running_task`, a forced stop raises :class:`WorkerShutdown`
-    in the task (again every second if the task swallows it). The signal handler only
+    in the task, once (raising it again could interrupt the handler's own clean-up, such as
+    a task process being killed; a task that swallows it runs on to the deadline below). The signal handler only
     counts and raises; a watcher thread does the rest: it logs, calls ``on_stop()`` once
     (the worker releases its unstarted messages there), wakes the main thread when the
     stop becomes forced, and calls ``on_deadline()`` ``grace + margin`` seconds after the
@@ -283,6 +282,7 @@ class ShutdownSignals:
             self._own_count += 1
             self._last_signal = signum
         if self.interruptible and self.forced:
+            self.interruptible = False
             raise WorkerShutdown(self._why())
 
     def _why(self) -> str:
@@ -294,6 +294,7 @@ class ShutdownSignals:
         self.interruptible = True
         try:
             if self.forced:
+                self.interruptible = False
                 raise WorkerShutdown(self._why())
             yield
         finally:
@@ -308,7 +309,7 @@ class ShutdownSignals:
 
     def _watch(self) -> None:
         block_stop_signals()
-        seen, stopped_at, deadline_done, woken_at = 0, 0.0, False, 0.0
+        seen, stopped_at, deadline_done = 0, 0.0, False
         while not self._closed.wait(WATCH_TICK):
             received, now = self.received, self._clock()
             if received > seen:
@@ -324,8 +325,7 @@ class ShutdownSignals:
                 self._grace_over = True
                 if self.interruptible:
                     logger.warning("the %ss grace period is over: stopping the running task", self.grace)
-            if self.forced and self.interruptible and now - woken_at >= WAKE_REPEAT:
-                woken_at = now
+            if self.forced and self.interruptible:  # the handler clears it when it raises: one wake-up
                 signal.pthread_kill(threading.main_thread().ident or 0, WAKE_SIGNAL)
             if (not deadline_done and self.margin is not None and self.grace is not None
                     and now >= stopped_at + self.grace + self.margin):

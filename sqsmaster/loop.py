@@ -365,13 +365,14 @@ class WorkerLoop:
         for message in self.deletes.unconfirmed():
             logger.error("message %s: task succeeded but its delete was not made by the deadline; it will run again",
                          message.message_id)
+        if not self.config.exit_at_deadline:  # in-process: the loop still finishes (its calls are bounded)
+            return
         unreleased = list(self._releasing)
         while (message := self.pending.pop()) is not None:
             unreleased.append(message)
         for message in unreleased:
             logger.error("message %s: received, not started, not released by the deadline; it comes back when its "
                          "visibility timeout expires", message.message_id)
-        if self.config.exit_at_deadline:
-            if self._report is not None:
-                self._report(EXIT_SHUTDOWN_INCOMPLETE)
-            os._exit(EXIT_SHUTDOWN_INCOMPLETE)
+        if self._report is not None:
+            self._report(EXIT_SHUTDOWN_INCOMPLETE)
+        os._exit(EXIT_SHUTDOWN_INCOMPLETE)

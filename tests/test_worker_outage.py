@@ -55,3 +55,23 @@ def test_sigterm_while_the_endpoint_is_frozen_exits_within_the_grace_plus_the_ma
             .get("Messages", []):
         found |= {message["MessageId"] for message in batch}
     assert set(waiting) <= found <= {quick, *waiting}
+
+
+def test_a_task_that_swallows_the_shutdown_is_ended_by_the_deadline(make_queue, sqs_client, tmp_path):
+    # Given a worker running a task that swallows every interrupt, with a 1 s grace
+    url = make_queue(visibility_timeout=30)
+    stuck = submit(sqs_client, url, "swallow_forever", id="s")
+    run = WorkerRun(url, ["--grace", "1", "--sqs-timeout", "30", "--wait-time", "1"], tmp_path / "records.jsonl")
+    wait_for(lambda: starts(run.record_path), timeout=20, message="the task to start")
+
+    # When the worker gets SIGTERM
+    stopped = time.monotonic()
+    run.send_signal(signal.SIGTERM)
+    code = run.wait(timeout=60)
+    took = time.monotonic() - stopped
+
+    # Then the task swallowed WorkerShutdown at the end of the grace, and the deadline ended the worker
+    # (--grace + SHUTDOWN_MARGIN, plus 4 s for a loaded 2-core machine), naming the message it leaves behind
+    assert 1 + SHUTDOWN_MARGIN - 0.5 < took < 1 + SHUTDOWN_MARGIN + 4, run.stderr
+    assert code == 5, run.stderr
+    assert f"message {stuck}: its task or its release did not finish by the deadline" in run.stderr

@@ -183,3 +183,14 @@ def fail_no_retry(id: str) -> None:
     """Its first failure is its last."""
     record("start", id=id)
     raise RuntimeError("fails once and for all")
+
+
+@task
+def swallow_forever(id: str) -> None:
+    """Swallows every interrupt (a bare except in a loop): only the worker's shutdown deadline ends it."""
+    record("start", id=id)
+    while True:
+        try:
+            time.sleep(60)
+        except BaseException:  # noqa: B036  (what the test is about)
+            pass
