@@ -78,30 +78,43 @@ MAX_NESTING_DEPTH = 100
 #: memory: one message must not be able to exhaust it. Larger data belongs in a reference (an S3 key).
 MAX_DECODED_BODY = 64 * 1024 * 1024
 
-# A JSON string (escapes included) or one bracket: what the nesting scan steps over.
-_STRING_OR_BRACKET = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
+# A JSON string, escapes included: what the nesting check drops before it counts brackets.
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+# Every byte but the four brackets (UTF-8 never uses these four bytes inside another character).
+_NOT_BRACKET = bytes(byte for byte in range(256) if byte not in b"[]{}")
+# Innermost pairs, once only brackets are left: each removal of them peels one level.
+_INNERMOST = re.compile(rb"\[\]|\{\}")
 # A \uXXXX escape of a UTF-16 surrogate: the only way a JSON text can carry one.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+# An exponent of three digits or more: the only way a JSON number can overflow a float to inf.
+_HUGE_EXPONENT = re.compile(r"[eE]\+?\d{3}")
+
+
+def _outside_strings(text: str) -> str:
+    if '\\"' not in text:  # no escaped quote: every other piece between quotes is inside a string
+        return "".join(text.split('"')[0::2])
+    return _STRING.sub("", text)
 
 
 def nests_deeper_than(text: str, limit: int = MAX_NESTING_DEPTH) -> bool:
     """True when arrays and objects in the JSON ``text`` nest more than ``limit`` levels deep.
 
-    Brackets inside strings do not count. Linear in the text and never recursive, so it is
-    safe on any input (malformed JSON included; the decoder refuses that anyway).
+    Brackets inside strings do not count. String and byte operations only, never recursion, so
+    it is safe on any input: strings and everything but brackets are dropped, a run of more than
+    ``limit`` opening brackets answers at once, else each pass peels the innermost pairs (a
+    task's kwargs need a few passes). Brackets that do not pair up are left to the decoder.
     """
     if text.count("[") + text.count("{") <= limit:
         return False  # it cannot nest deeper than it has opening brackets
-    depth = 0
-    for match in _STRING_OR_BRACKET.finditer(text):
-        token = match.group()
-        if token == "[" or token == "{":
-            depth += 1
-            if depth > limit:
-                return True
-        elif token == "]" or token == "}":
-            depth -= 1
-    return False
+    brackets = _outside_strings(text).encode("utf-8", "surrogatepass").translate(None, _NOT_BRACKET)
+    if re.search(rb"[\[{]{%d}" % (limit + 1), brackets):
+        return True
+    for _ in range(limit):
+        peeled = _INNERMOST.sub(b"", brackets)
+        if not peeled or peeled == brackets:
+            return False  # all gone within the limit, or unbalanced (not JSON: the decoder says so)
+        brackets = peeled
+    return True
 
 
 def _refuse_constant(name: str) -> Any:
@@ -113,6 +126,10 @@ def _finite_float(text: str) -> float:
     if not math.isfinite(value):
         raise ValueError(f"number {text[:20]} is out of range")
     return value
+
+
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
+_FINITE_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
 
 
 def decode_json(body: Any, message_id: str | None = None) -> Any:
@@ -132,8 +149,10 @@ def decode_json(body: Any, message_id: str | None = None) -> Any:
     if nests_deeper_than(body):
         raise MalformedMessage(message_id, f"body nests arrays/objects deeper than {MAX_NESTING_DEPTH} levels "
                                            "(MAX_NESTING_DEPTH)")
+    # The float-checking decoder calls back for every float: only for a body that may hold one too big.
+    decoder = _FINITE_DECODER if _HUGE_EXPONENT.search(body) else _DECODER
     try:
-        content = json.loads(body, parse_constant=_refuse_constant, parse_float=_finite_float)
+        content = decoder.decode(body)
     except Exception as exc:  # JSONDecodeError, ValueError (too many digits), RecursionError, MemoryError...
         raise MalformedMessage(message_id, f"body is not JSON ({type(exc).__name__}: {str(exc)[:200]})") from None
     if _SURROGATE_ESCAPE.search(body):
