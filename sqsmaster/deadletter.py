@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,9 +121,19 @@ def _normalised(url: str) -> str:
     return f"{scheme.lower()}://{host.lower()}/{path.rstrip('/')}"
 
 
+def _location(queue: QueueBackend) -> tuple[str, str | None] | None:
+    """Where a local queue lives on disk (``sqlite://``: its file and name; ``fq://``: its directory)."""
+    path = getattr(queue, "path", None) or getattr(queue, "directory", None)
+    return None if path is None else (os.path.realpath(str(path)), getattr(queue, "name", None))
+
+
 def same_queue(first: QueueBackend, second: QueueBackend) -> bool:
-    """True when both name one queue: the same URL, or the same ``QueueArn`` (SQS has several URL forms)."""
+    """True when both name one queue: the same URL, the same file or directory on disk (a path spelt two
+    ways), or the same ``QueueArn`` (SQS has several URL forms for one queue)."""
     if _normalised(first.url) == _normalised(second.url):
+        return True
+    locations = [_location(queue) for queue in (first, second)]
+    if locations[0] is not None and locations[0] == locations[1]:
         return True
     arns = [queue.get_attributes().get("QueueArn") for queue in (first, second)]
     return arns[0] is not None and arns[0] == arns[1]

@@ -41,6 +41,8 @@ _LEGACY_SIZE_ATTRIBUTE = "SQSLargePayloadSize"
 MAX_PAYLOAD_BYTES = MAX_DECODED_BODY
 #: Bucket names as S3 allows them (legacy names included); anything else in a pointer is malformed.
 _BUCKET_NAME = re.compile(r"^[A-Za-z0-9._-]{1,255}$")
+#: Longest S3 object key (UTF-8 bytes).
+MAX_S3_KEY_BYTES = 1024
 #: S3 calls of a consumer fail within this long rather than hold up a worker's shutdown (seconds).
 S3_READ_TIMEOUT = 20
 
@@ -152,7 +154,7 @@ def parse_pointer(message: Any) -> tuple[str, str] | None:
     key = pointer.get("s3Key") if isinstance(pointer, dict) else None
     if not isinstance(bucket, str) or not _BUCKET_NAME.match(bucket):
         raise MalformedMessage(message_id, f"S3 payload pointer without a valid s3BucketName: {str(content)[:200]}")
-    if not isinstance(key, str) or not key or len(key.encode("utf-8", "replace")) > 1024:
+    if not isinstance(key, str) or not key or len(key.encode("utf-8", "replace")) > MAX_S3_KEY_BYTES:
         raise MalformedMessage(message_id, f"S3 payload pointer without a valid s3Key: {str(content)[:200]}")
     return bucket, key
 
