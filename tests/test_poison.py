@@ -209,3 +209,40 @@ def test_task_generator_waits_out_a_due_time_by_resending_without_raising_the_re
     # Then it ran when due, as a fresh copy (receive count 1)
     assert waited >= 2.4
     assert message.receive_count == 1
+
+
+class _BuggyAttributes(dict):
+    """Message attributes whose lookup fails: what a bug of ours on the poison path looks like."""
+
+    def get(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN204
+        raise RuntimeError("a bug while reading the attributes")
+
+
+class BuggyQueue(LocalQueue):
+    """A LocalQueue whose messages trip the consumer's own code, for one body."""
+
+    def receive(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+        messages = super().receive(*args, **kwargs)
+        for message in messages:
+            if message.body == "trips":
+                message.message_attributes = _BuggyAttributes(x={"DataType": "String", "StringValue": "y"})
+        return messages
+
+
+def test_a_bug_of_the_consumer_before_the_task_hands_the_message_back_and_task_generator_goes_on(caplog):
+    # Given a message that trips a bug in the consumer's own code, then a good one
+    queue = BuggyQueue("mem://buggy")
+    tripping = queue.send(SendEntry("trips"))["MessageId"]
+    queue.send(SendEntry(json.dumps({"task": "note", "kwargs": {"id": "good"}})))
+
+    # When a consumer reads the queue
+    manager = TaskManager("mem://buggy", queue_constructor=BuggyQueue)
+    task, _kwargs, message = next(manager.task_generator(wait_time=0, sqs_timeout=30, max_messages=10))
+    message.delete()
+
+    # Then the good task came through, and the other was handed back (with a backoff, not its 30 s
+    # visibility), its id in the log
+    assert task == "note"
+    assert any(tripping in line and "internal error" in line for line in caplog.messages)
+    [back] = queue.receive(1, wait_time=3)
+    assert back.message_id == tripping
