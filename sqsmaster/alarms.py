@@ -212,9 +212,10 @@ class ShutdownSignals:
 
     ``stopping`` turns true at the first signal; the loop checks it between receives
     and tasks. Inside :meth:`running_task`, a forced stop raises :class:`WorkerShutdown`
-    in the task, once (raising it again could interrupt the handler's own clean-up, such as
-    a task process being killed; a task that swallows it runs on to the deadline below). The signal handler only
-    counts and raises; a watcher thread does the rest: it logs, calls ``on_stop()`` once
+    in the task, once (raising it again could interrupt the handler's own clean-up, such
+    as a task process being killed; a task that swallows it runs on to the deadline
+    below). The signal handler only counts and raises; a watcher thread does the rest:
+    it logs, calls ``on_stop()`` once
     (the worker releases its unstarted messages there), wakes the main thread when the
     stop becomes forced, and calls ``on_deadline()`` ``grace + margin`` seconds after the
     first signal (the worker logs what is left undone and exits: the clock bounds a shutdown,
