@@ -149,3 +149,27 @@ def test_a_pool_on_a_missing_queue_exits_3(sqs_server, worker):
     run = worker(f"{sqs_server.endpoint}/123456789012/no-such-queue", "--concurrency", "2")
     assert run.wait(timeout=30) == 3, run.stderr
     assert "does not exist" in run.stderr
+
+
+def test_a_worker_process_stuck_in_c_code_is_killed_grace_plus_the_pool_margin_after_sigterm(
+        make_queue, sqs_client, worker):
+    # Given a pool whose task sits in one C call holding the GIL (its worker process can run no Python)
+    from sqsmaster.shutdown import POOL_KILL_MARGIN
+
+    url = make_queue(visibility_timeout=60)
+    stuck = submit(sqs_client, url, "gil_sleep", id="c", seconds=120)
+    run = worker(url, "--concurrency", "2", "--grace", "1", "--sqs-timeout", "30")
+    wait_for(lambda: starts(run.record_path), timeout=20, message="the task to start")
+
+    # When the pool gets SIGTERM
+    stopped = time.monotonic()
+    run.send_signal(signal.SIGTERM)
+    code = run.wait(timeout=60)
+    took = time.monotonic() - stopped
+
+    # Then the pool killed that worker process at --grace + POOL_KILL_MARGIN (plus 4 s for a loaded machine),
+    # said so, and exits 5: the message comes back after its visibility timeout
+    assert 1 + POOL_KILL_MARGIN - 0.5 < took < 1 + POOL_KILL_MARGIN + 4, run.stderr
+    assert "still running" in run.stderr and "killing it" in run.stderr
+    assert code == 5, run.stderr
+    assert ends(run.record_path) == [] and stuck

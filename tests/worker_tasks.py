@@ -194,3 +194,17 @@ def swallow_forever(id: str) -> None:
             time.sleep(60)
         except BaseException:  # noqa: B036  (what the test is about)
             pass
+
+
+@task
+def gil_sleep(id: str, seconds: int) -> None:
+    """Sleeps inside one C call that holds the GIL and that no signal interrupts (like a long native
+    computation): no Python code of its process runs meanwhile, not even another thread."""
+    import ctypes
+    import signal
+
+    record("start", id=id)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2,
+                                              signal.SIGALRM})
+    ctypes.PyDLL(None).sleep(seconds)
+    record("end", id=id)
