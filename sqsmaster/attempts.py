@@ -26,6 +26,17 @@ from .worklog import AttemptRecord, log_event
 logger = logging.getLogger("sqsmaster.worker")
 
 
+#: Longest task name a log line or a job record repeats from a message (a rejected one may carry any text).
+MAX_SHOWN_TASK_NAME = 200
+
+
+def shown_task(name: str | None) -> str | None:
+    """A task name from a message, cut short for the log and the job log."""
+    if name is None or len(name) <= MAX_SHOWN_TASK_NAME:
+        return name
+    return f"{name[:MAX_SHOWN_TASK_NAME]}... ({len(name):,} characters)"
+
+
 def describe(error: BaseException | None) -> str | None:
     """``Type: message`` for the log and the job log."""
     return None if error is None else f"{type(error).__name__}: {error}"
@@ -102,7 +113,7 @@ class Outcomes:
     def reject(self, message: Message, error: Exception, attempt: int) -> None:
         """A message that cannot run (malformed, unknown task, unreadable payload): report it and send
         it down the dead-letter path (for a redrive policy: handed back with a backoff)."""
-        task = getattr(error, "task", None)
+        task = shown_task(getattr(error, "task", None))
         dead_letter = self.dead_letter(message)
         log_event("rejected", message.message_id, task, attempt, logging.ERROR, reason=str(error))
         if dead_letter.mode == "redrive":

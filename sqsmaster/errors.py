@@ -73,7 +73,8 @@ class UnknownTask(SqsMasterError):
     def __init__(self, task: str, message_id: str | None = None) -> None:
         self.task = task
         self.message_id = message_id
-        super().__init__(f"message {message_id} names unknown task {task!r}")
+        shown = repr(task) if len(task) <= 200 else f"{task[:200]!r}... ({len(task):,} characters)"
+        super().__init__(f"message {message_id} names unknown task {shown}")
 
 
 class TaskExit(SqsMasterError):

@@ -59,6 +59,7 @@ HOSTILE: list[tuple[str, Attributes]] = [
     # 250 KiB bodies
     ("x" * 256_000, {}), ("[" + "1," * 127_999 + "1]", {}),
     ('{"task": "no_such_task", "kwargs": {"blob": "' + "y" * 255_000 + '"}}', {}),
+    ('{"task": "' + "z" * 255_000 + '", "kwargs": {}}', {}),
     # due-time attributes that are no time
     (GOOD, due("Number", "nan")), (GOOD, due("Number", "inf")), (GOOD, due("Number", "-inf")),
     (GOOD, due("String", "tomorrow")), (GOOD, due("Binary", b"\x00\x01")), (GOOD, due("Number", "1e999")),
@@ -125,6 +126,8 @@ def test_200_hostile_messages_among_100_good_tasks_never_break_a_pool_of_two(mak
         assert log.count(f"dead-lettered message {message_id}") == 1, f"{kind} ({message_id})"
     dead = [record.message_id for record in JobLog(job_log).records() if record.outcome == "dead-lettered"]
     assert sorted(dead) == sorted(bad)
+    # And no line repeats a 250 KiB body or task name: each reason is cut short
+    assert max(len(line) for line in log.splitlines()) < 2000
 
 
 @pytest.fixture(params=["sqlite", "fq"])
