@@ -17,6 +17,7 @@ from .errors import (
     SubmitFailed,
     TaskAbandoned,
     TaskCrashed,
+    TaskExit,
     TaskFailed,
     TaskStuck,
     UnknownTask,
@@ -35,7 +36,7 @@ __all__ = [
     "LocalQueue", "MalformedMessage", "Message", "MessageHandler", "MessageTooLarge", "QueueBackend",
     "QueueDoesNotExist", "QueueError", "SendEntry", "SqsMasterError", "TaskManager", "TaskStuck", "UnknownTask",
     "open_queue", "__version__",
-    "MemoryCapExceeded", "TaskAbandoned", "TaskCrashed", "TaskFailed",
+    "MemoryCapExceeded", "TaskAbandoned", "TaskCrashed", "TaskExit", "TaskFailed",
     "Registry", "Retry", "RetryPolicy", "Worker", "exponential", "fixed", "linear", "load_tasks", "task",
     "SubmitFailed", "Task",
 ]

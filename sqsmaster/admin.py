@@ -7,7 +7,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .backends import QueueBackend, open_queue
-from .deadletter import redrive, redrive_policy
+from .deadletter import RedriveResult, redrive, redrive_policy
 from .errors import ConfigurationError
 from .limits import MAX_RECEIVE_MESSAGES
 
@@ -122,8 +122,10 @@ def purge(url: str) -> None:
         queue.close()
 
 
-def redrive_queue(dlq_url: str, to_url: str, limit: int | None = None) -> int:
-    """Move messages from ``dlq_url`` to ``to_url``, send then delete; returns how many moved."""
+def redrive_queue(dlq_url: str, to_url: str, limit: int | None = None) -> RedriveResult:
+    """Move messages from ``dlq_url`` to ``to_url``, send then delete (see :func:`sqsmaster.deadletter.redrive`).
+
+    Raises ConfigurationError when both URLs name one queue."""
     source, target = open_queue(dlq_url), open_queue(to_url)
     try:
         return redrive(source, target, limit=limit)

@@ -1,4 +1,13 @@
-"""Consuming: receive messages and decode them into ``(task, kwargs, message)``."""
+"""Consuming: receive messages and decode them into ``(task, kwargs, message)``.
+
+Everything between the receive and the task is the *poison path* (:func:`read_message`):
+the due time, the S3 payload pointer, the body. Whatever a message carries, it ends
+there as ready to run, waiting (not due), or refused with its message id
+(:class:`MalformedMessage` never runs; :class:`QueueError`, a payload that cannot be
+fetched now, is retried with a backoff); and a bug of ours on that path hands the
+message back (:func:`release_after_error`) instead of taking the consumer down.
+``task_generator`` and the worker share it.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +18,7 @@ from .backends import Message, QueueBackend
 from .delays import hold_if_not_due
 from .encoding import decode_task
 from .errors import MalformedMessage, QueueError
-from .lease import Lease, default_backoff
+from .lease import Lease, default_backoff, receive_count
 from .limits import check_max_messages, check_visibility_timeout, check_wait_time
 from .ordering import GroupOrder
 from .payloads import PayloadStore, resolve_payload
@@ -25,15 +34,29 @@ def reject(message: Message, error: BaseException, notify: Notify | None) -> Non
     It is never deleted: after the queue's ``maxReceiveCount`` receives, SQS's
     redrive policy moves it to the dead-letter queue, where it can be inspected.
     """
-    context = {"body": message.body, "message_id": message.message_id, **message.attributes}
+    attempt = receive_count(message)
+    context = {"body": message.body, "message_id": message.message_id, **(message.attributes or {})}
     if notify is not None:
         try:
             notify(error, context)
         except Exception:
             logger.exception("message %s: notify() itself failed", message.message_id)
     logger.error("message %s: rejected: %s (receive count %d); left for the redrive policy",
-                 message.message_id, error, message.receive_count)
-    Lease(message).release(default_backoff(message.receive_count))
+                 message.message_id, error, attempt)
+    Lease(message).release(default_backoff(attempt))
+
+
+def release_after_error(message: Any, error: BaseException) -> None:
+    """A bug of ours (not the message's) hit ``message`` before its task ran: log it and hand the
+    message back with a backoff, so it is neither lost for its visibility timeout nor the end of
+    the consumer. Never raises."""
+    message_id = getattr(message, "message_id", None)
+    try:
+        logger.error("message %s: internal error before its task ran (%s: %s); handed back for a retry",
+                     message_id, type(error).__name__, error, exc_info=(type(error), error, error.__traceback__))
+        Lease(message).release(default_backoff(receive_count(message)))
+    except Exception:  # the last line of defence must not raise (interrupts still propagate)
+        pass
 
 
 def queue_is_empty(queue: QueueBackend) -> bool:
@@ -43,25 +66,44 @@ def queue_is_empty(queue: QueueBackend) -> bool:
         "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible", "ApproximateNumberOfMessagesDelayed"))
 
 
+def read_message(message: Message, payloads: PayloadStore | None = None,
+                 max_receive_count: int | None = None) -> tuple[str, dict[str, Any]] | None:
+    """The poison path: ``(task, kwargs)`` of a received message, or None when it is not due yet.
+
+    None means the message was handed back (or re-sent) to wait until due (see
+    :mod:`sqsmaster.delays`; ``max_receive_count`` is the queue's redrive policy, when
+    known). An S3 pointer is replaced by the stored body, deleted once the message is.
+    Raises :class:`MalformedMessage` (a bad due time, pointer or body: it never runs) or
+    :class:`QueueError` (its payload cannot be fetched now). Any other exception is a bug
+    of ours: callers hand the message back with :func:`release_after_error`.
+    """
+    if hold_if_not_due(message, max_receive_count=max_receive_count):
+        return None
+    resolve_payload(message, payloads)
+    return decode_task(message.body, message.message_id)
+
+
 def prepare_message(message: Message, notify: Notify | None = None,
                     payloads: PayloadStore | None = None) -> tuple[str, dict[str, Any]] | None:
     """Ready a received message to run: ``(task, kwargs)``, or None when it must not run now.
 
     None means the message was already dealt with: not due yet (handed back until
-    it is, see :mod:`sqsmaster.delays`), or malformed or its S3 payload unreadable
-    (reported and handed back with a backoff, see :func:`reject`). An S3 pointer is
-    replaced by the stored body, deleted once the message is (see :mod:`sqsmaster.payloads`).
+    it is, see :mod:`sqsmaster.delays`), malformed or its S3 payload unreadable
+    (reported and handed back with a backoff, see :func:`reject`), or hit by a bug
+    of ours (handed back, see :func:`release_after_error`). Never raises.
     """
-    if hold_if_not_due(message):
-        return None
     try:
-        resolve_payload(message, payloads)
-        task, kwargs = decode_task(message.body, message.message_id)
+        prepared = read_message(message, payloads)
     except (MalformedMessage, QueueError) as exc:
         reject(message, exc, notify)
         return None
-    logger.debug("message %s: received task %s (attempt %d)", message.message_id, task, message.receive_count)
-    return task, kwargs
+    except Exception as exc:
+        release_after_error(message, exc)
+        return None
+    if prepared is not None:
+        logger.debug("message %s: received task %s (attempt %d)", message.message_id, prepared[0],
+                     receive_count(message))
+    return prepared
 
 
 def task_generator(queue: QueueBackend, *, wait_time: float = 20, sqs_timeout: float = 20, max_messages: int = 1,

@@ -12,11 +12,17 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+from dataclasses import dataclass
 from typing import Any
 
-from .backends import Message, QueueBackend, SendEntry
+from .backends import Message, QueueBackend
+from .errors import ConfigurationError
 from .lease import MAX_BACKOFF, Lease
 from .limits import MAX_BATCH_ENTRIES
+from .producer import copy_entry
+
+__all__ = ["DeadLetter", "RedriveResult", "copy_entry", "redrive", "redrive_policy", "same_queue"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,16 +41,6 @@ def redrive_policy(queue: QueueBackend) -> dict[str, Any] | None:
         return None
 
 
-def copy_entry(message: Message, entry_id: str = "0") -> SendEntry:
-    """A send entry with the message's body and message attributes (what a dead-letter queue must keep)."""
-    attributes = {name: {key: value for key, value in attribute.items()
-                         if key in ("DataType", "StringValue", "BinaryValue")}
-                  for name, attribute in (message.message_attributes or {}).items()}
-    group = message.attributes.get("MessageGroupId")
-    return SendEntry(message.body, attributes, group_id=group,
-                     deduplication_id=message.message_id if group else None, id=entry_id)
-
-
 class DeadLetter:
     """The dead-letter path for one source queue. ``mode`` is ``redrive``, ``dlq`` or ``keep``."""
 
@@ -61,6 +57,11 @@ class DeadLetter:
             return int(self.policy["maxReceiveCount"]) if self.policy else None
         except (KeyError, TypeError, ValueError):
             return None
+
+    def moves_after(self, attempt: int) -> bool:
+        """True when the redrive policy moves the message at its next receive: ``attempt`` was its last."""
+        limit = self.max_receive_count
+        return self.mode == "redrive" and limit is not None and attempt >= limit
 
     @property
     def visibility(self) -> int:
@@ -95,28 +96,92 @@ class DeadLetter:
         return "dead-lettered"
 
 
-def redrive(source: QueueBackend, target: QueueBackend, *, visibility_timeout: int = 30,
-            limit: int | None = None) -> int:
-    """Move messages from ``source`` (a DLQ) back to ``target``: send each, then delete it from the source.
+#: Wait of each receive of a redrive (s): any long poll makes SQS look on every server, where a short
+#: poll samples a few and can come back empty while messages remain.
+REDRIVE_WAIT_TIME = 2
+#: Empty long polls in a row a redrive accepts while the source still reports visible messages (a FIFO
+#: group held by a message in flight elsewhere cannot be received) before it stops and says so.
+MAX_EMPTY_DISAGREEMENTS = 5
 
-    A crash midway duplicates at worst and never loses. Returns how many were moved;
-    stops when a receive comes back empty or after ``limit`` messages.
+
+@dataclass
+class RedriveResult:
+    """What a redrive did: ``moved`` messages sent to the target and deleted from the source; ``failed``
+    could not be sent (left in the source, visible again after the visibility timeout); ``left`` is what
+    the source still held at the end (in flight elsewhere, delayed, or not receivable)."""
+
+    moved: int = 0
+    failed: int = 0
+    left: int = 0
+
+
+def _normalised(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    host, _, path = rest.partition("/")
+    return f"{scheme.lower()}://{host.lower()}/{path.rstrip('/')}"
+
+
+def _location(queue: QueueBackend) -> tuple[str, str | None] | None:
+    """Where a local queue lives on disk (``sqlite://``: its file and name; ``fq://``: its directory)."""
+    path = getattr(queue, "path", None) or getattr(queue, "directory", None)
+    return None if path is None else (os.path.realpath(str(path)), getattr(queue, "name", None))
+
+
+def same_queue(first: QueueBackend, second: QueueBackend) -> bool:
+    """True when both name one queue: the same URL, the same file or directory on disk (a path spelt two
+    ways), or the same ``QueueArn`` (SQS has several URL forms for one queue)."""
+    if _normalised(first.url) == _normalised(second.url):
+        return True
+    locations = [_location(queue) for queue in (first, second)]
+    if locations[0] is not None and locations[0] == locations[1]:
+        return True
+    arns = [queue.get_attributes().get("QueueArn") for queue in (first, second)]
+    return arns[0] is not None and arns[0] == arns[1]
+
+
+def _counts(queue: QueueBackend) -> tuple[int, int]:
+    attributes = queue.get_attributes()
+    visible = int(attributes.get("ApproximateNumberOfMessages", "0"))
+    hidden = sum(int(attributes.get(name, "0")) for name in ("ApproximateNumberOfMessagesNotVisible",
+                                                             "ApproximateNumberOfMessagesDelayed"))
+    return visible, hidden
+
+
+def redrive(source: QueueBackend, target: QueueBackend, *, visibility_timeout: int = 30,
+            limit: int | None = None, wait_time: int = REDRIVE_WAIT_TIME) -> RedriveResult:
+    """Move messages from ``source`` (a DLQ) to ``target``: send each, then delete it from the source.
+
+    A crash midway duplicates at worst and never loses. Receives are long polls, and the
+    redrive ends only when one comes back empty *and* the source reports no visible message
+    (or after ``limit`` messages). Raises ConfigurationError when both are one queue (the
+    redrive would never end).
     """
-    moved = 0
-    while limit is None or moved < limit:
-        count = MAX_BATCH_ENTRIES if limit is None else min(MAX_BATCH_ENTRIES, limit - moved)
-        messages = source.receive(count, 0, visibility_timeout)
+    if same_queue(source, target):
+        raise ConfigurationError(f"the redrive source and destination are the same queue ({source.url}); "
+                                 "give the dead-letter queue and the queue to move its messages to")
+    result, disagreements = RedriveResult(), 0
+    while limit is None or result.moved < limit:
+        count = MAX_BATCH_ENTRIES if limit is None else min(MAX_BATCH_ENTRIES, limit - result.moved)
+        messages = source.receive(count, wait_time, visibility_timeout)
         if not messages:
-            return moved
+            visible, _ = _counts(source)
+            disagreements += 1
+            if visible == 0 or disagreements >= MAX_EMPTY_DISAGREEMENTS:
+                break
+            continue
+        disagreements = 0
         entries = [copy_entry(message, str(index)) for index, message in enumerate(messages)]
-        result = target.send_batch(entries)
-        sent = {entry["Id"] for entry in result["Successful"]}
-        for failure in result["Failed"]:
-            logger.error("redrive: sending message %s failed (%s); left in %s",
-                         messages[int(failure["Id"])].message_id, failure.get("Message"), source.url)
-        handles = [message.receipt_handle for index, message in enumerate(messages) if str(index) in sent]
-        source.delete_batch(handles)
-        moved += len(handles)
-        if not handles:
-            return moved
-    return moved
+        sent = {entry["Id"] for entry in target.send_batch(entries)["Successful"]}
+        for index, message in enumerate(messages):
+            if str(index) not in sent:
+                logger.error("redrive: sending message %s to %s failed; it stays in %s", message.message_id,
+                             target.url, source.url)
+        moved = [message for index, message in enumerate(messages) if str(index) in sent]
+        for entry in source.delete_batch([message.receipt_handle for message in moved]):
+            logger.error("redrive: message %s was sent, but its delete from %s failed (%s): it may come "
+                         "through twice", moved[int(entry["Id"])].message_id, source.url, entry.get("Message"))
+        result.moved += len(moved)
+        result.failed += len(messages) - len(moved)
+    visible, hidden = _counts(source)
+    result.left = visible + hidden
+    return result

@@ -60,9 +60,10 @@ class EncodeError(SqsMasterError, TypeError):
 class MalformedMessage(SqsMasterError):
     """A received body is not a sqsmaster/sqstaskmaster task (bad JSON, a missing key)."""
 
-    def __init__(self, message_id: str | None, reason: str) -> None:
+    def __init__(self, message_id: str | None, reason: str, task: str | None = None) -> None:
         self.message_id = message_id
         self.reason = reason
+        self.task = task
         super().__init__(f"message {message_id} is malformed: {reason}")
 
 
@@ -72,7 +73,21 @@ class UnknownTask(SqsMasterError):
     def __init__(self, task: str, message_id: str | None = None) -> None:
         self.task = task
         self.message_id = message_id
-        super().__init__(f"message {message_id} names unknown task {task!r}")
+        shown = repr(task) if len(task) <= 200 else f"{task[:200]!r}... ({len(task):,} characters)"
+        super().__init__(f"message {message_id} names unknown task {shown}")
+
+
+class TaskExit(SqsMasterError):
+    """A task run by the worker raised SystemExit (``sys.exit()``) or KeyboardInterrupt.
+
+    The worker counts it as that task's failure (retried, then dead-lettered like any
+    other): a task does not get to end the worker process. ``code`` is ``SystemExit.code``.
+    """
+
+    def __init__(self, original: BaseException) -> None:
+        self.code = getattr(original, "code", None)
+        what = f"sys.exit({self.code!r})" if isinstance(original, SystemExit) else type(original).__name__
+        super().__init__(f"the task raised {what}; a task cannot stop the worker, so this counts as its failure")
 
 
 class QueueError(SqsMasterError):

@@ -87,3 +87,17 @@ def build_entry(task: str, kwargs: dict[str, Any], attributes: dict[str, dict[st
     if size > MAX_MESSAGE_SIZE:
         raise MessageTooLarge(size, MAX_MESSAGE_SIZE, task)
     return SendEntry(body, attributes, delay, group_id, deduplication_id, entry_id)
+
+
+def copy_entry(message: Any, entry_id: str = "0", *, delay_seconds: int = 0) -> SendEntry:
+    """A send entry that copies a received message: the body it was sent with (an S3 pointer stays a
+    pointer, see ``sent_body`` in :mod:`sqsmaster.payloads`) and its message attributes; on FIFO its
+    group, deduplicated by the original message id. What a dead-letter queue or a re-send must keep."""
+    attributes = {name: {key: value for key, value in attribute.items()
+                         if key in ("DataType", "StringValue", "BinaryValue")}
+                  for name, attribute in (getattr(message, "message_attributes", None) or {}).items()
+                  if isinstance(attribute, dict)}
+    group = (getattr(message, "attributes", None) or {}).get("MessageGroupId")
+    body = getattr(message, "sent_body", None) or message.body
+    return SendEntry(body, attributes, delay_seconds=delay_seconds, group_id=group,
+                     deduplication_id=message.message_id if group else None, id=entry_id)

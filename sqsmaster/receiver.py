@@ -12,9 +12,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable
+from typing import Any, Callable
 
-from .backends import Message, QueueBackend
+from .backends import Message, QueueBackend, open_queue
 from .consumer import queue_is_empty
 from .errors import QueueDoesNotExist, QueueError
 from .lease import Lease
@@ -28,6 +28,23 @@ POLL_SLICE = 1
 RECEIVE_READ_TIMEOUT = POLL_SLICE + 3
 #: Longest pause between receives while the endpoint is unreachable.
 MAX_UNREACHABLE_BACKOFF = 30.0
+#: Read timeout of every other SQS call a worker makes (deletes, releases, dead-letter sends, re-sends),
+#: with no botocore retries (the worker has backoffs of its own): no call can hold up a shutdown longer.
+WORKER_READ_TIMEOUT = 5.0
+
+
+def open_worker_queue(url: str, queue_constructor: Callable[[str], Any] | None = None) -> tuple[QueueBackend, Any]:
+    """The worker's handle on a queue, and the boto3 client it made for it (None: nothing to close).
+
+    An SQS queue gets a client whose calls fail within :data:`WORKER_READ_TIMEOUT` seconds
+    (plus the connect timeout), tried once: the clock, not the network, bounds a shutdown.
+    """
+    if queue_constructor is None and url.startswith(("http://", "https://")):
+        from .backends.sqs import make_client
+
+        client = make_client(url, read_timeout=WORKER_READ_TIMEOUT, max_attempts=1)
+        return open_queue(url, client=client), client
+    return open_queue(url, queue_constructor=queue_constructor), None
 
 
 def receiving_twin(queue: QueueBackend) -> QueueBackend:
@@ -91,6 +108,15 @@ class Receiver:
         if not messages and self.slice == 0:
             self.pause(0.5)  # short polling: no hot loop on an empty queue
         return messages
+
+    def twin(self, queue: QueueBackend) -> QueueBackend:
+        """The handle a thread of the worker uses for ``queue`` (deletes, releases at shutdown): the
+        receiving twin of an SQS queue (its calls are bounded, see :func:`receiving_twin`), else the
+        queue's ``heartbeat_queue()`` (a connection of its own)."""
+        for twin, mine in zip(self._receiving, self.queues):
+            if mine is queue and twin is not queue:
+                return twin
+        return queue.heartbeat_queue()
 
     def close(self) -> None:
         for twin, queue in zip(self._receiving, self.queues):

@@ -19,11 +19,12 @@ and returns the registry a worker should use.
 from __future__ import annotations
 
 import importlib
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Union
 
 from .acks import DeleteBatcher
-from .errors import ConfigurationError, UnknownTask
+from .errors import ConfigurationError, MalformedMessage, UnknownTask
 from .handler import MessageHandler
 from .lease import receive_count
 from .retry import FailurePlan, Retry, RetryPolicy, plan_failure
@@ -46,6 +47,20 @@ class TaskSpec:
     retry: RetryPolicy | None = None
     retry_on: tuple[type[BaseException], ...] | None = None
     _classes: dict[str, type] = field(default_factory=dict, compare=False, repr=False)
+
+    def check_kwargs(self, kwargs: dict[str, Any], message_id: str | None = None) -> None:
+        """Raise :class:`MalformedMessage` when a function task cannot be called with ``kwargs`` (a missing
+        or unknown argument): no run could succeed. A handler class takes any kwargs."""
+        if isinstance(self.target, type):
+            return
+        try:
+            signature = inspect.signature(self.target)
+        except (TypeError, ValueError):  # a builtin or C function without a signature: let the call decide
+            return
+        try:
+            signature.bind(**kwargs)
+        except TypeError as exc:
+            raise MalformedMessage(message_id, f"its kwargs do not fit task {self.name!r}: {exc}", self.name) from None
 
     def handler_class(self, default_isolation: str) -> type["WorkerHandler"]:
         """The MessageHandler subclass a worker instantiates for this task (made once per isolation)."""

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from typing import Any, Callable, Iterator
@@ -24,10 +27,59 @@ for _variable in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SQS", "AWS_PROFILE"):
     os.environ.pop(_variable, None)
 
 
+@contextlib.contextmanager
+def atomic_moto_sqs() -> Iterator[None]:
+    """Make moto's SQS calls atomic, as SQS's are.
+
+    moto 5's ReceiveMessage scans and marks messages with no lock: two consumers receiving
+    at once (a worker pool, competing consumers) can both get one message, or one of them
+    gets a 500 after its messages were marked received (``list.remove(x): x not in list``
+    moving a message to a DLQ), and those messages come back with a receive count they
+    never had. SQS does neither. So every call that changes messages runs under one lock;
+    a long poll waits outside it (polling moto with a zero wait), so consumers still block
+    each other only for the length of one scan.
+    """
+    from moto.sqs.models import SQSBackend
+
+    lock = threading.RLock()
+    names = ["send_message", "send_message_batch", "delete_message", "delete_message_batch",
+             "change_message_visibility", "change_message_visibility_batch", "purge_queue"]
+    originals = {name: getattr(SQSBackend, name) for name in [*names, "receive_message"]}
+
+    def locked(original: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(original)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with lock:
+                return original(*args, **kwargs)
+        return call
+
+    @functools.wraps(originals["receive_message"])
+    def receive_message(self: Any, queue_name: str, count: int, wait_seconds_timeout: int, *args: Any,
+                        **kwargs: Any) -> Any:
+        deadline = time.monotonic() + wait_seconds_timeout
+        while True:
+            with lock:
+                received = originals["receive_message"](self, queue_name, count, 0, *args, **kwargs)
+            left = deadline - time.monotonic()
+            if received or left <= 0:
+                return received
+            self.get_queue(queue_name).wait_for_messages(min(left, 0.05))
+            time.sleep(0.01)  # visible but not receivable (a FIFO group in flight): do not spin
+
+    for name in names:
+        setattr(SQSBackend, name, locked(originals[name]))
+    SQSBackend.receive_message = receive_message
+    try:
+        yield
+    finally:
+        for name, original in originals.items():
+            setattr(SQSBackend, name, original)
+
+
 @pytest.fixture(scope="session")
 def sqs_server() -> Iterator[EmbeddedSQS]:
-    """One moto server per test process (each xdist worker has its own)."""
-    with EmbeddedSQS() as server:
+    """One moto server per test process (each xdist worker has its own), with atomic SQS calls."""
+    with atomic_moto_sqs(), EmbeddedSQS() as server:
         yield server
 
 

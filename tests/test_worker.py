@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import time
 
 import pytest
@@ -48,13 +49,19 @@ def test_until_empty_runs_every_registered_task_exactly_once_and_logs_json(make_
 
 
 def test_concurrency_two_runs_two_2_second_tasks_in_about_2_seconds(make_queue, sqs_client, worker):
+    # Given a pool of two whose processes are both ready (on a busy machine one may start well after the other)
     url = make_queue()
+    run = worker(url, "--concurrency", "2")
+    wait_for(lambda: run.stderr.count("worker ready") == 2, timeout=30, message="both worker processes")
+
+    # When two 2-second tasks arrive
     submit(sqs_client, url, "nap", id="a", seconds=2)
     submit(sqs_client, url, "nap", id="b", seconds=2)
-
-    run = worker(url, "--concurrency", "2", "--until-empty")
+    wait_for(lambda: len(ends(run.record_path)) == 2, timeout=20, message="both tasks to end")
+    run.send_signal(signal.SIGTERM)
     assert run.wait() == 0, run.stderr
 
+    # Then they ran at once, in two processes
     lines = records(run.record_path)
     first_start = min(line["at"] for line in lines if line["event"] == "start")
     last_end = max(line["at"] for line in lines if line["event"] == "end")

@@ -98,6 +98,47 @@ def test_redrive_moves_every_message_back_with_its_body(make_queue, sqs_client, 
     assert bodies(sqs_client, target) == sorted(json.dumps({"task": "t", "kwargs": {"i": i}}) for i in range(12))
 
 
+@pytest.mark.parametrize("spelling", ["same", "trailing slash", "other host spelling"])
+def test_redrive_refuses_its_own_source_as_destination(make_queue, sqs_client, capsys, spelling):
+    # Given a queue with a message, and the same queue spelt another way
+    url = make_queue()
+    submit(sqs_client, url, "t")
+    other = {"same": url, "trailing slash": url + "/",
+             "other host spelling": url.replace("127.0.0.1", "localhost")}[spelling]
+
+    # When it is redriven into itself
+    code = main(["redrive", url, "--to", other])
+
+    # Then that is refused in one line, exit 2, and the message is untouched
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "the same queue" in err
+    assert queue_counts(sqs_client, url) == (1, 0, 0)
+
+
+def test_redrive_of_a_durable_queue_into_itself_by_another_path_is_refused(tmp_path, capsys):
+    url = f"sqlite://{tmp_path}/q.db?queue=dlq"
+    TaskManager(url).submit("t")
+    assert main(["redrive", url, "--to", f"sqlite://{tmp_path}/./q.db?queue=dlq"]) == 2
+    assert "the same queue" in capsys.readouterr().err
+
+
+def test_redrive_moves_every_visible_message_and_says_what_stayed(make_queue, sqs_client, capsys):
+    # Given 25 messages in a dead-letter queue, one of them held by another consumer for a minute
+    source, target = make_queue(), make_queue()
+    for index in range(25):
+        submit(sqs_client, source, "t", i=index)
+    sqs_client.receive_message(QueueUrl=source, MaxNumberOfMessages=1, VisibilityTimeout=60)
+
+    # When they are redriven
+    assert main(["redrive", source, "--to", target]) == 0
+
+    # Then the 24 it could receive moved (three batches and a long poll that came back empty with the counts
+    # agreeing), and it says one stayed
+    captured = capsys.readouterr()
+    assert "moved 24 message(s)" in captured.out and "1 message(s) stayed" in captured.err
+    assert queue_counts(sqs_client, target) == (24, 0, 0) and queue_counts(sqs_client, source) == (0, 1, 0)
+
+
 def test_worker_with_an_unknown_isolation_is_a_usage_error(make_queue, capsys):
     assert main(["worker", make_queue(), "--tasks", "tests.worker_tasks", "--isolation", "thread"]) == 2
     assert "unknown isolation 'thread'" in capsys.readouterr().err

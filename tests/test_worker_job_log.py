@@ -97,8 +97,9 @@ def test_the_job_log_of_a_worker_pool_is_read_back_by_sqsmaster_report(tmp_path,
     # When sqsmaster report reads the log
     assert main(["report", str(job_log), "--csv", str(tmp_path / "jobs.csv"),
                  "--timeline", str(tmp_path / "timeline.png")]) == 0
-    # Then it summarises it and writes one CSV row per attempt and a PNG
-    assert "7 attempts by 2 worker(s)" in capsys.readouterr().out
+    # Then it summarises it (counting the worker processes that ran something: on a busy machine one of the
+    # two may have started after the other had taken every message) and writes one CSV row per attempt and a PNG
+    assert f"7 attempts by {len({r.pid for r in records})} worker(s)" in capsys.readouterr().out
     with open(tmp_path / "jobs.csv") as file:
         assert len(list(csv.DictReader(file))) == 7
     assert (tmp_path / "timeline.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

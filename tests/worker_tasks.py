@@ -102,3 +102,109 @@ def hog(id: str, megabytes: int) -> None:
     block = b"\x01" * (megabytes * 2**20)  # written, so resident
     time.sleep(0.1)
     record("end", id=id, size=len(block))
+
+
+# -- issue 10: tasks that try to break their worker ------------------------------------------------
+
+def first_attempt(handler: MessageHandler) -> bool:
+    return handler.message.attributes.get("ApproximateReceiveCount") == "1"
+
+
+@task(name="exit_once")
+class ExitOnce(MessageHandler):
+    """Calls sys.exit(3) on its first delivery (signal isolation: in the worker's own process)."""
+
+    def run(self) -> None:
+        record("start", id=self.kwargs["id"])
+        if first_attempt(self):
+            raise SystemExit(3)
+        record("end", id=self.kwargs["id"])
+
+
+@task(name="os_exit_once")
+class OsExitOnce(MessageHandler):
+    """os._exit(0) on its first delivery: the worker process ends at once, with code 0."""
+
+    def run(self) -> None:
+        record("start", id=self.kwargs["id"])
+        if first_attempt(self):
+            os._exit(0)
+        record("end", id=self.kwargs["id"])
+
+
+@task(name="segfault_once")
+class SegfaultOnce(MessageHandler):
+    """Crashes its process with SIGSEGV on its first delivery (a C extension's bug)."""
+
+    def run(self) -> None:
+        record("start", id=self.kwargs["id"])
+        if first_attempt(self):
+            import ctypes
+
+            ctypes.string_at(0)  # reads address 0: SIGSEGV
+        record("end", id=self.kwargs["id"])
+
+
+@task(name="bad_backoff")
+class BadBackoff(MessageHandler):
+    """Fails, and its own backoff() has a bug: the error escapes the handler's with block."""
+
+    def run(self) -> None:
+        record("start", id=self.kwargs["id"])
+        raise RuntimeError("fails")
+
+    def backoff(self, receive_count: int) -> int:
+        raise ZeroDivisionError("a bug in backoff()")
+
+
+@task(name="escaping_interrupt")
+class EscapingInterrupt(MessageHandler):
+    """Fails, and its notify() raises an interrupt (a BaseException, which the handler lets through)."""
+
+    def run(self) -> None:
+        record("start", id=self.kwargs["id"])
+        raise RuntimeError("fails")
+
+    def notify(self, exception: BaseException, context: object = None) -> None:
+        from sqsmaster import HardTimeoutExceeded
+
+        raise HardTimeoutExceeded(1.0)
+
+
+@task
+def fail_always(id: str) -> None:
+    """No retry policy: retried with the default backoff until the queue's redrive policy moves it."""
+    record("start", id=id)
+    raise RuntimeError("always fails")
+
+
+@task(retry=fixed(0, max_retries=0))
+def fail_no_retry(id: str) -> None:
+    """Its first failure is its last."""
+    record("start", id=id)
+    raise RuntimeError("fails once and for all")
+
+
+@task
+def swallow_forever(id: str) -> None:
+    """Swallows every interrupt (a bare except in a loop): only the worker's shutdown deadline ends it."""
+    record("start", id=id)
+    while True:
+        try:
+            time.sleep(60)
+        except BaseException:  # noqa: B036  (what the test is about)
+            pass
+
+
+@task
+def gil_sleep(id: str, seconds: int) -> None:
+    """Sleeps inside one C call that holds the GIL and that no signal interrupts (like a long native
+    computation): no Python code of its process runs meanwhile, not even another thread."""
+    import ctypes
+    import signal
+
+    record("start", id=id)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2,
+                                              signal.SIGALRM})
+    ctypes.PyDLL(None).sleep(seconds)
+    record("end", id=id)

@@ -3,7 +3,9 @@
 Each command lives in a module of this package with ``register(subparsers)``;
 its handler returns the exit code. Exit codes: 0 success, 1 failure of the
 work itself, 2 bad usage or configuration, 3 the queue could not be reached or
-does not exist.
+does not exist; ``sqsmaster worker`` adds 4 (a worker process of a pool died)
+and 5 (a shutdown could not make every delete or release in time): see
+:data:`sqsmaster.loop.EXIT_CODES`.
 """
 
 from __future__ import annotations

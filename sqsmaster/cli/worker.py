@@ -6,20 +6,36 @@ import argparse
 import logging
 import os
 import sys
+import textwrap
 from typing import Any
 
 from ..errors import ConfigurationError
 from ..handler import DEFAULT_HARD_TIMEOUT
 
 
+def _epilog() -> str:
+    from ..loop import EXIT_CODES
+    from ..shutdown import POOL_KILL_MARGIN, SHUTDOWN_MARGIN
+
+    codes = "\n".join(textwrap.fill(meaning, 78, initial_indent=f"  {code}  ", subsequent_indent="     ")
+                      for code, meaning in sorted(EXIT_CODES.items()))
+    shutdown = textwrap.fill(
+        f"shutdown: after SIGTERM the worker exits within --grace + {SHUTDOWN_MARGIN:.0f} s whatever the endpoint "
+        f"does (a pool within --grace + {POOL_KILL_MARGIN:.0f} s); give the platform a kill timeout of at least "
+        f"--grace + {POOL_KILL_MARGIN + 5:.0f} s (ECS stopTimeout, Kubernetes terminationGracePeriodSeconds, "
+        "systemd TimeoutStopSec).", 80)
+    return f"exit codes:\n{codes}\n\n{shutdown}"
+
+
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
-        "worker", help="run registered tasks from a queue",
-        description="Receive messages from QUEUE_URL (then from each --queue, in priority order), run the task "
-                    "each names from the --tasks module under a heartbeat and hard timeout, retry failures per the "
-                    "task's policy and dead-letter what cannot run. SIGTERM/SIGINT: stop receiving, release "
-                    "unstarted messages, let a running task finish within --grace; a second signal releases "
-                    "everything now. Exit codes: 0 stopped cleanly, 2 bad usage, 3 a queue is missing.")
+        "worker", help="run registered tasks from a queue", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=textwrap.fill(
+            "Receive messages from QUEUE_URL (then from each --queue, in priority order), run the task each names "
+            "from the --tasks module under a heartbeat and hard timeout, retry failures per the task's policy and "
+            "dead-letter what cannot run. SIGTERM/SIGINT: stop receiving, release unstarted messages, let a "
+            "running task finish within --grace; a second signal releases everything now.", 80),
+        epilog=_epilog())
     parser.add_argument("url", metavar="QUEUE_URL", help="the queue to work on (highest priority)")
     parser.add_argument("--tasks", required=True, metavar="MODULE",
                         help="module whose @sqsmaster.task functions/handlers to run (pkg.mod or pkg.mod:registry)")
@@ -66,5 +82,6 @@ def run(args: argparse.Namespace) -> int:
     worker = Worker(args.url, args.tasks, queues=args.queue, concurrency=args.concurrency, isolation=args.isolation,
                     sqs_timeout=args.sqs_timeout, alarm_timeout=args.alarm_timeout, hard_timeout=args.hard_timeout,
                     wait_time=args.wait_time, max_tasks=args.max_tasks, until_empty=args.until_empty,
-                    prefetch=args.prefetch, grace=args.grace, dlq=args.dlq, job_log=args.job_log)
+                    prefetch=args.prefetch, grace=args.grace, dlq=args.dlq, job_log=args.job_log,
+                    exit_at_deadline=True)
     return worker.run()
