@@ -14,7 +14,7 @@ from .delays import due_attribute, plan_delay
 from .errors import ConfigurationError
 from .limits import MAX_MESSAGE_SIZE
 from .payloads import PayloadStore
-from .producer import Task, as_task, build_entry, sender_attributes
+from .producer import Task, as_task, attributes_size, build_entry, plain_entry, sender_attributes
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ class TaskManager:
                             "payload_threshold": MAX_MESSAGE_SIZE if self.payloads is None
                             else self.payloads.threshold}
                 return submit_parallel(settings, tasks, parallel, bar)
-            entries = (self.entry(as_task(item, index), str(index)) for index, item in enumerate(tasks))
+            entries = self._entries(tasks)
             sent = send_entries(self.queue, entries, max_in_flight=max_in_flight, fifo=self.fifo,
                                 on_sent=None if bar is None else bar.update)
         finally:
@@ -101,6 +101,18 @@ class TaskManager:
                 bar.close()
         logger.info("submitted %d task(s) to %s", sent, self.url)
         return sent
+
+    def _entries(self, tasks: Iterable[Task | tuple[str, dict[str, Any]]]) -> Iterator[SendEntry]:
+        """The checked entries of ``tasks``, read lazily; entry ids are the indexes in ``tasks``."""
+        attributes, size_of_attributes = self._attributes, attributes_size(self._attributes)
+        plain = not self.fifo and self.payloads is None
+        for index, item in enumerate(tasks):
+            # A (name, kwargs) pair carries no option: on a standard queue without S3 offload, nothing but the
+            # body needs checking, so it skips the Task and the option planning (this runs once per message).
+            if plain and type(item) is tuple and len(item) == 2 and type(item[1]) is dict:
+                yield plain_entry(item[0], item[1], attributes, size_of_attributes, str(index))
+            else:
+                yield self.entry(as_task(item, index), str(index))
 
     def entry(self, task: Task, entry_id: str = "0") -> SendEntry:
         """The checked message for ``task``: delays, FIFO group and deduplication, S3 offload applied."""
