@@ -118,8 +118,10 @@ class _Sender:
                 self._start_thread(0)  # the window grew (maybe while the producer waited on a full lane)
             try:
                 response = self.queue.send_batch(batch)
-            finally:
-                self.in_flight.release(ticket)
+            except BaseException:
+                self.in_flight.release(ticket, answered=False)
+                raise
+            self.in_flight.release(ticket)
             failures = {failure["Id"]: failure for failure in response["Failed"]}
             self._count(len(response["Successful"]))
             if not failures:

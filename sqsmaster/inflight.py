@@ -10,25 +10,32 @@ the two it faces, and keeps finding out, by timing every request.
 Each request's round trip is timed, from taking its place to giving it back, so it
 includes the client's own CPU (building, signing, parsing) and any wait for the
 GIL. ``base`` is the shortest round trip seen since the last probe: what a request
-costs when nothing waits. Once per round (when as many requests as the window
-holds have ended), the round's shortest round trip ``rtt`` tells how many of the
-``limit`` requests were waiting rather than travelling::
+costs when nothing waits. A round lasts one round trip: it ends when the first
+:data:`ROUND_SAMPLES` requests started in it have ended, and the shortest of their
+round trips, ``rtt``, tells how many of the ``window`` requests were waiting rather
+than travelling::
 
-    queued = limit * (1 - base / rtt)
+    fits = window * base / rtt          # the requests that travel
+    queued = window - fits              # the requests that wait
 
-Fewer than :data:`ALPHA` (or a quarter of the pipe, ``limit - queued``): the server
-and the client have room; the window grows (doubling while it starts, then by one a
-round). More than :data:`BETA` (and half the pipe): requests only wait on each other
-(a saturated server, or a client out of CPU); it shrinks to what the round trips
-say fits, by at most half a round. The share matters when the client's own CPU is
-the bottleneck: answers come back in bursts and wait for the GIL in turn, so some
-queueing is the price of keeping that CPU busy; a saturated server (a pipe of about
-one request) is held to about one request waiting. Only the round trips of
-requests that found the window full count: they alone show what a full window costs. Every
-:data:`PROBE_INTERVAL` seconds the window drops to one request for
+Fewer than ``alpha`` wait: the server and the client have room, the window grows
+(doubling while it starts from :data:`INITIAL_WINDOW`, then by an eighth a round).
+More than ``beta``: requests only wait on each other (a saturated server, or a
+client out of CPU), the window shrinks to ``fits`` and half the tolerated queue, by
+at most half a round. ``alpha`` and ``beta`` are :data:`ALPHA` and :data:`BETA`
+requests, or a quarter and half of ``fits`` when more: a client whose own CPU is the
+bottleneck gets its answers in bursts that wait for the GIL in turn, so some
+queueing is the price of keeping that CPU busy, while a saturated server (a pipe
+of about one request) is held to about one request waiting. Only requests that
+found the window full count (they alone show what a full window costs), and not
+those a growth let go at once: they wait for each other's CPU, which says nothing
+of the steady state.
+
+Every :data:`PROBE_INTERVAL` seconds the window drops to one request for
 :data:`PROBE_SAMPLES` requests, alone, to measure ``base`` afresh: so the window
 follows the latency when it changes (a longer round trip would otherwise read as
-queueing for ever), at the cost of a few round trips every few seconds.
+queueing for ever; a probe that finds it longer starts the doubling again), at the
+cost of a few round trips every few seconds.
 """
 
 from __future__ import annotations
@@ -55,6 +62,13 @@ PROBE_INTERVAL = 5.0
 PROBE_SAMPLES = 2
 #: A probe that finds the unloaded round trip this many times longer than before doubles the window again.
 RISEN = 1.25
+#: Round trips per round: the shortest of them judges the window (a round lasts one round trip).
+ROUND_SAMPLES = 8
+#: Past its start, the window grows by one request a round, or by this fraction of itself if more.
+GROWTH_SHARE = 8
+#: Requests in flight at the start, as TCP starts with a few segments: a saturated server sheds the extra
+#: within two round trips, a distant one saves two doublings.
+INITIAL_WINDOW = 4
 
 
 @dataclass(frozen=True)
@@ -80,7 +94,7 @@ class InFlightWindow:
         if maximum < 1:
             raise ValueError(f"max_in_flight must be >= 1, not {maximum}")
         self.maximum = maximum
-        self.window = 1
+        self.window = min(INITIAL_WINDOW, maximum)
         self.active = 0
         self.base = float("inf")
         self.slow_start = True
@@ -88,7 +102,7 @@ class InFlightWindow:
         self._probe_rtts: list[float] = []
         self._next_probe = now + PROBE_INTERVAL
         self._round = 0
-        self._settling = False
+        self._burst = self.window  # starts left that the last growth (or probe, or the start) lets go at once
         self._new_round()
 
     @property
@@ -97,17 +111,34 @@ class InFlightWindow:
 
     def _new_round(self) -> None:
         self._round += 1
-        self._round_left = self.window
+        # A round ends with the first requests started in it: one round trip, however large the window (a
+        # window of 64 on a server that serves one request at a time would otherwise wait 64 services to react).
+        self._round_left = min(self.window, ROUND_SAMPLES)
         self._round_rtt = float("inf")
 
     def start(self, now: float) -> Ticket:
         """Take a place (the caller checked ``active < limit``)."""
         self.active += 1
-        return Ticket(now, self._round, self.probing and self.active == 1, self.active >= self.window)
+        burst = self._burst > 0
+        if burst:
+            # Requests let go at once by a growth of the window queue behind each other for the client's CPU:
+            # their round trips show that burst, not the steady state, so they never count as loaded.
+            self._burst -= 1
+        return Ticket(now, self._round, self.probing and self.active == 1, self.active >= self.window and not burst)
 
-    def end(self, ticket: Ticket, now: float) -> None:
-        """Give the place back; adapt the window at the end of a round or a probe."""
+    def end(self, ticket: Ticket, now: float, answered: bool = True) -> None:
+        """Give the place back; adapt the window at the end of a round or a probe.
+
+        A request that got no answer (``answered=False``: refused, timed out) says nothing of the
+        round trip: it only frees its place.
+        """
         self.active -= 1
+        if not answered:
+            if ticket.probe:
+                self._probe_rtts.append(float("inf"))
+                if len(self._probe_rtts) >= PROBE_SAMPLES:
+                    self._end_probe(now)
+            return
         rtt = max(now - ticket.started, 1e-9)
         self.base = min(self.base, rtt)
         if ticket.probe:
@@ -123,11 +154,9 @@ class InFlightWindow:
         if self._round_left > 0:
             return
         before = self.window
-        if self._round_rtt < float("inf") and not self._settling:
+        if self._round_rtt < float("inf"):
             self._adapt(self._round_rtt)
-        # A changed window starts (or stops) a burst of requests at once: the next round trips show that
-        # burst, not the steady state, so the round after a change only sets the pace.
-        self._settling = self.window != before
+        self._burst = max(0, self.window - max(before, self.active))
         if now >= self._next_probe and self.maximum > 1:
             self.probing, self._probe_rtts = True, []
         self._new_round()
@@ -141,26 +170,28 @@ class InFlightWindow:
         # A saturated server (a pipe of about one) keeps the absolute thresholds: one request waiting there.
         alpha, beta = max(ALPHA, ALPHA_SHARE * fits), max(BETA, BETA_SHARE * fits)
         if queued < alpha:
-            self.window = min(self.maximum, 2 * self.window if self.slow_start else self.window + 1)
-        elif self.slow_start:
-            self.slow_start = False
-            self.window = max(1, min(self.window, int(fits) + 1))
+            grown = 2 * self.window if self.slow_start else self.window + max(1, self.window // GROWTH_SHARE)
+            self.window = min(self.maximum, grown)
         elif queued > beta:
-            # Straight down to what fits, but never below half in one round: one round slowed by something
-            # else (a pause of this process, a burst on the machine) must not empty the pipe.
-            self.window = max(1, min(self.window - 1, max(int(fits) + 1, self.window // 2)))
+            # Straight down to what travels and half the tolerated queue, but never below half in one round:
+            # one round slowed by something else (a pause of this process, a busy machine) must not empty the pipe.
+            target = round(fits + (alpha + beta) / 2)
+            self.window = max(1, min(self.window - 1, max(target, self.window // 2)))
+            self.slow_start = False
         if self.window != before:
             logger.debug("in-flight window %d -> %d (round trip %.1f ms, unloaded %.1f ms)", before, self.window,
                          rtt * 1000, self.base * 1000)
 
     def _end_probe(self, now: float) -> None:
-        base, self.base = self.base, min(self._probe_rtts)
+        base, measured = self.base, min(self._probe_rtts)
+        if measured < float("inf"):  # else no probe got an answer: keep the base we had
+            self.base = measured
         if self.base > RISEN * base:
             # The server moved away: the pipe holds more now. Double again rather than climb by one a round.
             self.slow_start = True
             logger.debug("unloaded round trip %.1f -> %.1f ms", base * 1000, self.base * 1000)
         self.probing = False
-        self._settling = True  # the whole window starts at once after a probe: a burst, as after a change
+        self._burst = self.window - self.active  # the whole window starts at once after a probe
         self._next_probe = now + PROBE_INTERVAL
         self._new_round()
 
@@ -185,10 +216,10 @@ class InFlightLimit:
                 self._condition.wait()
             return self._window.start(self._clock())
 
-    def release(self, ticket: Ticket) -> None:
-        """Give the place back (after the request ended, however it ended)."""
+    def release(self, ticket: Ticket, answered: bool = True) -> None:
+        """Give the place back after the request ended; ``answered=False`` if it got no answer."""
         with self._condition:
-            self._window.end(ticket, self._clock())
+            self._window.end(ticket, self._clock(), answered)
             room = self._window.limit - self._window.active
             if room > 0:
                 # Wake only as many waiting threads as there are places: a notify_all would wake dozens of

@@ -210,3 +210,21 @@ def test_threads_never_have_more_requests_out_than_the_window_allows():
     # Then every request was sent, never more than 4 at once
     assert not any(thread.is_alive() for thread in threads)
     assert 1 <= most[0] <= 4 and out[0] == 0
+
+
+def test_requests_without_an_answer_free_their_place_but_do_not_teach_the_window():
+    # Given a window that found a server 20 ms away, then three requests that failed at once (refused)
+    window = InFlightWindow(8, 0.0)
+    now = 0.0
+    for _ in range(20):  # rounds at 20 ms: the window grows to its maximum
+        tickets = [window.start(now) for _ in range(window.limit - window.active)]
+        now += 0.020
+        for ticket in tickets:
+            window.end(ticket, now)
+    failed = [window.start(now) for _ in range(3)]
+    for ticket in failed:
+        window.end(ticket, now + 0.0001, answered=False)
+
+    # Then their places are free and the window still measures 20 ms, not 0.1 ms
+    assert window.active == 0
+    assert window.base == pytest.approx(0.020) and window.window == 8
