@@ -236,17 +236,20 @@ def bench_idle(moto: str, sqs: Any, seconds: float) -> dict[str, Any]:
 
 def run(scale: float, tasks: int, long_tasks: int, idle: float) -> dict[str, Any]:
     """All three scenarios on one moto server process; the figures :func:`report.bill_tables` renders."""
-    from run import client, moto_server
+    from run import client, log, moto_server
 
     results: dict[str, Any] = {"price_per_million": PRICE_PER_MILLION, "scale": scale, "tasks": tasks,
                                "long_tasks": long_tasks, "idle_seconds": idle}
     with moto_server() as moto:
         sqs = client(moto)
         quick_settings = contenders(tasks, 0, 30, 10, 30)
+        log(f"bill: {tasks} quick tasks per contender")
         results["quick"] = bench_tasks(moto, sqs, "quick", quick_settings, timeout=600)
         visibility, heartbeat = max(3, round(90 / scale)), 30 / scale
         long_settings = contenders(long_tasks, 600 / scale, visibility, heartbeat, lease=round(660 / scale))
+        log(f"bill: {long_tasks} 10-minute tasks per contender at 1/{scale:g} of the time")
         results["long"] = bench_tasks(moto, sqs, "long", long_settings, timeout=long_tasks * 600 / scale + 120)
+        log(f"bill: idle workers for {idle:g} s")
         results["idle"] = bench_idle(moto, sqs, idle)
     return results
 

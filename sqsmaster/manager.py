@@ -75,8 +75,11 @@ class TaskManager:
 
         ``tasks`` is any iterable (a generator included) of :class:`~sqsmaster.Task` or
         ``(name, kwargs)`` pairs, read lazily: memory stays flat however many there are.
-        Batches hold at most 10 entries and 1 MiB; at most ``max_in_flight`` requests run
-        at once (FIFO queues: each group in order through one of them). ``progress=True``
+        Batches hold at most 10 entries and 1 MiB. How many requests run at once is a
+        window that times every request (:mod:`sqsmaster.inflight`): it climbs while more
+        send faster (a distant SQS) and stays low where they only wait (a local server),
+        never past ``max_in_flight`` nor the client's connection pool (FIFO queues: each
+        group in order through one of them). ``progress=True``
         shows a tqdm bar (``total=`` or ``len(tasks)``; ``pip install 'sqsmaster[progress]'``).
         ``parallel=N`` splits a sliceable ``tasks`` (``len()`` and ``[a:b]``) across N processes.
 
