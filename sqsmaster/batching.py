@@ -1,4 +1,4 @@
-"""Streaming batched sends: SendMessageBatch with a bounded number of requests in flight.
+"""Streaming batched sends: SendMessageBatch with a latency-aware number of requests in flight.
 
 :func:`send_entries` reads entries lazily, packs them into batches of at most
 10 entries and 1 MiB, and hands the batches to a few sender threads through
@@ -68,7 +68,6 @@ class _Sender:
         self.failed: list[FailedEntry] = []
         self.error: BaseException | None = None
         self.lock = threading.Lock()
-        self.maximum = maximum
         self.in_flight = InFlightLimit(maximum)
         # Each sender thread holds one batch besides these: a few more than in flight keep them busy, and memory
         # flat (at most 1 MiB a batch).
@@ -114,7 +113,7 @@ class _Sender:
         attempt = 1
         while True:
             ticket = self.in_flight.acquire()
-            if self._wants_thread(0):
+            if len(self.lanes) == 1 and self._wants_thread(0):
                 self._start_thread(0)  # the window grew (maybe while the producer waited on a full lane)
             try:
                 response = self.queue.send_batch(batch)
@@ -188,9 +187,9 @@ def send_entries(queue: QueueBackend, entries: Iterable[SendEntry], *, max_in_fl
 
     Entry ids must be unique within the stream (the index in the input is best:
     it names the entry in errors). Reads ``entries`` lazily, at most
-    ``max_in_flight`` requests at once, fewer when more do not send faster
-    (:class:`InFlightLimit`). With ``fifo``, each ``group_id`` is sent by one
-    thread, in order.
+    ``max_in_flight`` requests at once (and no more than a boto3 client's connection
+    pool holds), fewer when more only wait (:mod:`sqsmaster.inflight`). With
+    ``fifo``, each ``group_id`` is sent by one thread, in order.
 
     Raises :class:`SubmitFailed` if any entry could not be sent (after
     ``SEND_ATTEMPTS`` for server faults) or a request failed: then the entries
