@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import signal
 import threading
 import time
 from collections import Counter
@@ -339,3 +341,28 @@ def test_requests_in_flight_never_outnumber_the_clients_connection_pool(caplog):
     # Then all were sent and urllib3 never had to open (and drop) a connection beyond its pool
     assert sent == 2_000
     assert not [record for record in caplog.records if "pool is full" in record.getMessage()]
+
+
+def test_a_server_frozen_mid_run_delays_the_submission_and_loses_or_doubles_nothing(frozen_moto):
+    # Given a moto server in a process of its own, and 600 tasks whose 200th freezes it for 2 s (a partition)
+    process, endpoint = frozen_moto
+    url = boto3.client("sqs", endpoint_url=endpoint, region_name="us-east-1").create_queue(
+        QueueName="frozen")["QueueUrl"]
+    thaw = threading.Timer(2.0, os.kill, (process.pid, signal.SIGCONT))
+
+    def tasks() -> Iterator[tuple[str, dict[str, int]]]:
+        for i in range(600):
+            if i == 200:
+                os.kill(process.pid, signal.SIGSTOP)
+                thaw.start()
+            yield "count", {"i": i}
+
+    # When they are submitted (the window sees round trips of seconds, then normal ones again)
+    try:
+        sent = TaskManager(url).submit_many(tasks())
+    finally:
+        thaw.join()
+
+    # Then every task was sent, once: the queue holds exactly 600 messages
+    assert sent == 600
+    assert queue_counts(boto3.client("sqs", endpoint_url=endpoint, region_name="us-east-1"), url)[0] == 600
