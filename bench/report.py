@@ -116,6 +116,37 @@ def render(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def rst_tables(markdown: str) -> str:
+    """The report with each Markdown table as a reStructuredText simple table (what README.rst shows)."""
+    out: list[str] = []
+    table: list[list[str]] = []
+    for line in markdown.splitlines() + [""]:
+        if line.startswith("|"):
+            cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+            if not all(set(cell) <= set("-:") for cell in cells):
+                table.append(cells)
+            continue
+        if table:
+            widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+            rule = "  ".join("=" * width for width in widths)
+            rows = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in table]
+            out += [rule, rows[0], rule, *rows[1:], rule]
+            table = []
+        out.append(line)
+    return "\n".join(out).rstrip() + "\n"
+
+
+def main() -> None:
+    """``python bench/report.py [--rst] [results.json]``: render a run's figures again (default: the last run)."""
+    import sys
+
+    args = [arg for arg in sys.argv[1:] if arg != "--rst"]
+    with open(args[0] if args else os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                                                "results.json")) as file:
+        text = render(json.load(file))
+    print(rst_tables(text) if "--rst" in sys.argv else text)
+
+
 def write_report(results: dict[str, Any], directory: str) -> str:
     os.makedirs(directory, exist_ok=True)
     text = render(results)
@@ -150,3 +181,7 @@ def bill_tables(bill: dict[str, Any]) -> str:
     for name, figures in bill["idle"].items():
         lines.append(f"| {name} | {figures['receives_per_minute']:.1f} | {figures['usd_per_month']:.3f} |")
     return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
