@@ -73,8 +73,8 @@ def targets(results: dict[str, Any]) -> list[str]:
     if drain:
         worker = WORKER_DRAIN if "rate" in drain.get(WORKER_DRAIN, {}) else OURS_DRAIN
         checks += [(f"moto: drain ({worker}) ≥ 0.9× raw drain", _ratio(drain, worker, RAW_DRAIN), 0.9, True),
-                   ("moto: drain ≥ 1.5× sqstaskmaster", _ratio(drain, OURS_DRAIN, STM_DRAIN), 1.5, True),
-                   ("moto: drain ≥ 1.5× task-queue", _ratio(drain, OURS_DRAIN, TQ_DRAIN), 1.5, True)]
+                   ("moto: that drain ≥ 1.5× sqstaskmaster", _ratio(drain, worker, STM_DRAIN), 1.5, True),
+                   ("moto: that drain ≥ 1.5× task-queue", _ratio(drain, worker, TQ_DRAIN), 1.5, True)]
     if bill:
         checks.append(("idle worker process: ≤ 3 ReceiveMessage a minute (issue 12 item 2)",
                        bill["idle"]["sqsmaster worker"]["receives_per_minute"], 3, False))
