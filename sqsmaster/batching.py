@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from .backends import QueueBackend, SendEntry
-from .errors import QueueDoesNotExist, QueueError, SubmitFailed
+from .errors import ConfigurationError, QueueDoesNotExist, QueueError, SubmitFailed
 from .inflight import InFlightLimit
 from .limits import MAX_BATCH_ENTRIES, MAX_BATCH_SIZE, message_size
 
@@ -180,6 +180,12 @@ class _Sender:
             thread.join()
 
 
+def check_in_flight(max_in_flight: object) -> None:
+    """Raise ConfigurationError unless ``max_in_flight`` is an int >= 1."""
+    if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int) or max_in_flight < 1:
+        raise ConfigurationError(f"max_in_flight must be an int >= 1, not {max_in_flight!r}")
+
+
 def send_entries(queue: QueueBackend, entries: Iterable[SendEntry], *, max_in_flight: int = DEFAULT_IN_FLIGHT,
                  fifo: bool = False, on_sent: Callable[[int], None] | None = None,
                  sleep: Callable[[float], None] = time.sleep) -> int:
@@ -198,8 +204,7 @@ def send_entries(queue: QueueBackend, entries: Iterable[SendEntry], *, max_in_fl
     raised while reading ``entries`` propagates after the entries read before it
     were sent.
     """
-    if max_in_flight < 1:
-        raise ValueError(f"max_in_flight must be >= 1, not {max_in_flight}")
+    check_in_flight(max_in_flight)
     pool = getattr(queue, "max_connections", None)  # an SQS client's connection pool
     if isinstance(pool, int) and 0 < pool < max_in_flight:
         logger.debug("at most %d requests in flight: the client's connection pool holds %d", pool, pool)

@@ -7,7 +7,7 @@ import uuid
 from typing import Any, Callable, Iterable, Iterator
 
 from .backends import Message, SendEntry, open_queue
-from .batching import DEFAULT_IN_FLIGHT, send_entries
+from .batching import DEFAULT_IN_FLIGHT, check_in_flight, send_entries
 from .bulk import progress_bar, submit_parallel, total_of
 from .consumer import task_generator
 from .delays import due_attribute, plan_delay
@@ -88,6 +88,7 @@ class TaskManager:
         that cannot be encoded raises its error (EncodeError, MessageTooLarge...) after
         the tasks before it were sent and before any after it.
         """
+        check_in_flight(max_in_flight)
         bar = progress_bar(total_of(tasks, total)) if progress else None
         try:
             if parallel is not None and parallel > 1:
@@ -95,7 +96,7 @@ class TaskManager:
                             "payload_bucket": None if self.payloads is None else self.payloads.url,
                             "payload_threshold": MAX_MESSAGE_SIZE if self.payloads is None
                             else self.payloads.threshold}
-                return submit_parallel(settings, tasks, parallel, bar)
+                return submit_parallel(settings, tasks, parallel, bar, max_in_flight)
             entries = self._entries(tasks)
             sent = send_entries(self.queue, entries, max_in_flight=max_in_flight, fifo=self.fifo,
                                 on_sent=None if bar is None else bar.update)

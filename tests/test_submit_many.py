@@ -15,7 +15,15 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from sqsmaster import LocalQueue, MessageTooLarge, QueueDoesNotExist, SubmitFailed, Task, TaskManager
+from sqsmaster import (
+    ConfigurationError,
+    LocalQueue,
+    MessageTooLarge,
+    QueueDoesNotExist,
+    SubmitFailed,
+    Task,
+    TaskManager,
+)
 from sqsmaster.cli import main
 from sqsmaster.limits import MAX_BATCH_ENTRIES, MAX_BATCH_SIZE
 
@@ -366,3 +374,21 @@ def test_a_server_frozen_mid_run_delays_the_submission_and_loses_or_doubles_noth
     # Then every task was sent, once: the queue holds exactly 600 messages
     assert sent == 600
     assert queue_counts(boto3.client("sqs", endpoint_url=endpoint, region_name="us-east-1"), url)[0] == 600
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, "8", True, None])
+def test_a_bad_max_in_flight_is_refused_before_anything_is_read(bad):
+    # Given a stream that records what was read
+    read: list[int] = []
+
+    def tasks() -> Iterator[tuple[str, dict[str, int]]]:
+        for i in range(5):
+            read.append(i)
+            yield "t", {"i": i}
+
+    # When it is submitted with a max_in_flight that cannot work
+    with pytest.raises(ConfigurationError, match="max_in_flight must be an int >= 1"):
+        TaskManager("mem://bad-in-flight").submit_many(tasks(), max_in_flight=bad)
+
+    # Then nothing was read, nothing sent
+    assert read == [] and LocalQueue("mem://bad-in-flight").receive(10) == []
