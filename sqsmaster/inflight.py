@@ -74,8 +74,8 @@ INITIAL_WINDOW = 4
 @dataclass(frozen=True)
 class Ticket:
     """A place in the window: when the request took it, in which round, whether it is a probe (sent
-    alone), and whether it took the window's last place (only such a request's round trip shows the queueing
-    a full window causes)."""
+    alone), and whether it is ``loaded``: it took the window's last place in the steady state (not in a
+    burst a growth let go), so its round trip shows the queueing a full window causes."""
 
     started: float
     round: int
@@ -133,19 +133,15 @@ class InFlightWindow:
         round trip: it only frees its place.
         """
         self.active -= 1
-        if not answered:
-            if ticket.probe:
-                self._probe_rtts.append(float("inf"))
-                if len(self._probe_rtts) >= PROBE_SAMPLES:
-                    self._end_probe(now)
-            return
-        rtt = max(now - ticket.started, 1e-9)
-        self.base = min(self.base, rtt)
+        rtt = max(now - ticket.started, 1e-9) if answered else float("inf")
         if ticket.probe:
             self._probe_rtts.append(rtt)
             if len(self._probe_rtts) >= PROBE_SAMPLES:
                 self._end_probe(now)
             return
+        if not answered:
+            return
+        self.base = min(self.base, rtt)
         if self.probing or ticket.round != self._round:
             return  # started before the probe or under the previous window: says nothing of this one
         if ticket.loaded:  # the window, not the supply of batches, held the sending back
@@ -186,10 +182,10 @@ class InFlightWindow:
         base, measured = self.base, min(self._probe_rtts)
         if measured < float("inf"):  # else no probe got an answer: keep the base we had
             self.base = measured
-        if self.base > RISEN * base:
-            # The server moved away: the pipe holds more now. Double again rather than climb by one a round.
-            self.slow_start = True
-            logger.debug("unloaded round trip %.1f -> %.1f ms", base * 1000, self.base * 1000)
+            if measured > RISEN * base:
+                # The server moved away: the pipe holds more now. Double again rather than climb an eighth a round.
+                self.slow_start = True
+                logger.debug("unloaded round trip %.1f -> %.1f ms", base * 1000, measured * 1000)
         self.probing = False
         self._burst = self.window - self.active  # the whole window starts at once after a probe
         self._next_probe = now + PROBE_INTERVAL
