@@ -23,7 +23,7 @@ Fewer than ``alpha`` wait: the server and the client have room, the window grows
 More than ``beta``: requests only wait on each other (a saturated server, or a
 client out of CPU), the window shrinks to ``fits`` and half the tolerated queue, by
 at most half a round. ``alpha`` and ``beta`` are :data:`ALPHA` and :data:`BETA`
-requests, or a quarter and half of ``fits`` when more: a client whose own CPU is the
+requests, or half and all of ``fits`` when more: a client whose own CPU is the
 bottleneck gets its answers in bursts that wait for the GIL in turn, so some
 queueing is the price of keeping that CPU busy, while a saturated server (a pipe
 of about one request) is held to about one request waiting. Only requests that
@@ -50,12 +50,12 @@ logger = logging.getLogger(__name__)
 
 #: Grow the window while fewer than this many requests (by the round trips) wait instead of travel...
 ALPHA = 0.5
-#: ...or fewer than this share of those that travel.
-ALPHA_SHARE = 0.25
+#: ...or fewer than this share of those that travel (a client out of CPU then keeps it about 98 % busy).
+ALPHA_SHARE = 0.5
 #: Shrink it while more than this many wait...
 BETA = 1.5
 #: ...and more than this share of those that travel.
-BETA_SHARE = 0.5
+BETA_SHARE = 1.0
 #: Seconds between two measurements of the unloaded round trip (a request alone).
 PROBE_INTERVAL = 5.0
 #: Requests sent alone per measurement; the shortest of their round trips is the new ``base``.

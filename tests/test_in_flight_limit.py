@@ -102,10 +102,10 @@ def test_a_client_out_of_cpu_keeps_it_busy_without_going_to_the_ceiling():
     # Given a distant server 20 ms away and a client that needs 1.5 ms of CPU per request
     run = Run(ClientBound(0.0015, lambda now: 0.020), seconds=30)
 
-    # Then it sends at the CPU's rate with about the requests that fill 20 ms (14) and a queue, not 64
+    # Then it sends at the CPU's rate with the requests that fill 20 ms (14) and a queue as long at most, not 64
     knee = 0.020 / 0.0015 + 1
     assert run.rate(2, 30) >= 0.95 * BATCH / 0.0015
-    assert max(run.windows(5, 30)) <= 1.6 * knee
+    assert max(run.windows(5, 30)) <= 2 * knee
 
 
 def test_a_client_whose_cpu_time_varies_keeps_it_busy():
@@ -114,8 +114,8 @@ def test_a_client_whose_cpu_time_varies_keeps_it_busy():
     draw = random.Random(3)
     run = Run(ClientBound(lambda: draw.expovariate(1 / 0.0015), lambda now: 0.020), seconds=30)
 
-    # Then the CPU is kept at least 90 % busy
-    assert run.rate(2, 30) >= 0.9 * BATCH / 0.0015
+    # Then the CPU is kept at least 95 % busy
+    assert run.rate(2, 30) >= 0.95 * BATCH / 0.0015
 
 
 def test_when_the_latency_rises_the_window_follows_it_up():
@@ -136,7 +136,7 @@ def test_when_the_latency_falls_the_window_follows_it_down():
     # Then the window shrinks to what fills 5 ms (and a queue), sending at the CPU's rate throughout
     knee = 0.005 / 0.001 + 1
     assert run.rate(2, 30) >= 0.95 * BATCH / 0.001
-    assert max(run.windows(12, 30)) <= 1.6 * knee
+    assert max(run.windows(12, 30)) <= 2 * knee
 
 
 def test_when_a_distant_server_saturates_the_window_comes_down_to_it():
