@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import subprocess
 import sys
+import threading
 import time
 from functools import partial
 from typing import Any, Callable, Iterator
@@ -61,16 +63,28 @@ def tq_tasks(count: int) -> Iterator[Any]:
 
 # -- submit ------------------------------------------------------------------------------------------
 
-def submit_raw(url: str, count: int) -> int:
+def submit_raw(url: str, count: int, threads: int = 1) -> int:
+    """Plain boto3: batches of 10 (the same body and attribute as sqsmaster's), ``threads`` sending at once.
+
+    The threads share one client (boto3 clients are thread-safe) whose pool holds a connection per thread;
+    thread ``k`` sends batches ``k, k + threads, ...``.
+    """
     client = boto_client()
-    batch: list[dict[str, Any]] = []
-    for i in range(count):
-        batch.append({"Id": str(len(batch)), "MessageBody": body(i), "MessageAttributes": ATTRIBUTES})
-        if len(batch) == 10:
-            client.send_message_batch(QueueUrl=url, Entries=batch)
-            batch = []
-    if batch:
-        client.send_message_batch(QueueUrl=url, Entries=batch)
+
+    def send(first: int) -> None:
+        for start in range(first * 10, count, threads * 10):
+            client.send_message_batch(QueueUrl=url, Entries=[
+                {"Id": str(i - start), "MessageBody": body(i), "MessageAttributes": ATTRIBUTES}
+                for i in range(start, min(start + 10, count))])
+
+    if threads == 1:
+        send(0)
+        return count
+    workers = [threading.Thread(target=send, args=(k,)) for k in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
     return count
 
 
@@ -165,6 +179,8 @@ def drain_worker(isolation: str, url: str, count: int) -> int:
 
 SUBMIT: dict[str, Callable[[str, int], int]] = {
     "raw boto3 send_message_batch, 1 thread": submit_raw,
+    "raw boto3 send_message_batch, 4 threads": partial(submit_raw, threads=4),
+    "raw boto3 send_message_batch, 16 threads": partial(submit_raw, threads=16),
     "sqsmaster submit_many": submit_sqsmaster,
     "task-queue insert, default 40 threads": submit_task_queue,
     "task-queue insert, 1 thread": partial(submit_task_queue, threads=1),
@@ -189,10 +205,24 @@ def cpu() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
+def preload() -> None:
+    """Import every library before the clock starts: a one-time import (task-queue pulls numpy) is not per message."""
+    import importlib
+
+    for module in ("boto3", "sqsmaster", "sqstaskmaster.task_manager", "taskqueue", "tq_tasks"):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            pass
+
+
 def main() -> None:
     kind, name, url, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     table = {"submit": SUBMIT, "rss": SUBMIT, "drain": DRAIN, "prefill": PREFILL}[kind]
-    function = table[name]
+    threads = re.fullmatch(r"raw boto3 send_message_batch, (\d+) threads?", name)
+    function = partial(submit_raw, threads=int(threads.group(1))) if threads and kind == "submit" else table[name]
+    if kind != "rss":  # the memory runs measure the whole process
+        preload()
     cpu_start, start = cpu(), time.perf_counter()
     done = function(url, count)
     elapsed, cpu_used = time.perf_counter() - start, cpu() - cpu_start

@@ -1,14 +1,22 @@
-"""The sqsmaster benchmark suite: sqsmaster against raw boto3 and the peers, on a moto server process.
+"""The sqsmaster benchmark suite: sqsmaster against raw boto3 and the peers, in one run.
 
-    python bench/run.py            # the full run (about 10 minutes)
-    python bench/run.py --quick    # smaller counts, for a smoke test
+    python bench/run.py                  # the full run (about 20 minutes)
+    python bench/run.py --quick          # smaller counts, for a smoke test
+    python bench/run.py --only sink      # one section (moto, sink, bill, rss); repeatable
 
-Everything talks to 127.0.0.1 only: a moto server process, a 20 ms latency proxy
-(bench/proxy.py) and a stub sink that keeps nothing (bench/sink.py, for client memory).
-moto re-scans its queue on every call, so its speed falls as the queue grows: submit
-runs go to a queue a purge thread keeps near empty, drain runs start from the same
-prefill. Each measurement runs in a process of its own (bench/contenders.py); each
-figure is the median of the repeats. Results: a Markdown table on stdout and in
+Everything talks to 127.0.0.1 only. Sections:
+
+* moto: submit and drain on a moto server process. moto re-scans its queue on every
+  call, so its speed falls as the queue grows: submit runs go to a queue a purge
+  thread keeps near empty, drain runs start from the same prefill.
+* sink: submit to bench/sink.py, a stub SQS endpoint that answers every request
+  after 0 or 20 ms (real SQS answers in 10-30 ms), concurrently, keeping nothing: the
+  client is the only limit. Rounds interleave the contenders.
+* bill: SQS requests per task and per idle minute, counted at the server (bench/bill.py).
+* rss: client memory submitting 200,000 and 1,000,000 tasks from a generator to the sink.
+
+Each measurement runs in a process of its own (bench/contenders.py); each figure is
+the median of the repeats. Results: Markdown tables on stdout and in
 bench/results/results.md, the raw figures in bench/results/results.json.
 """
 
@@ -34,13 +42,17 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
-from contenders import DRAIN, PREFILL, SUBMIT, body  # noqa: E402
-from proxy import LatencyProxy  # noqa: E402
+from contenders import DRAIN, PREFILL, body  # noqa: E402
 
 RESULTS = os.path.join(HERE, "results")
 ENV = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
 RAW_SUBMIT, OURS_SUBMIT = "raw boto3 send_message_batch, 1 thread", "sqsmaster submit_many"
 TQ_SUBMIT = "task-queue insert, default 40 threads"
+STM_SUBMIT = "sqstaskmaster submit loop"
+RAW_THREADS = [f"raw boto3 send_message_batch, {n} thread{'s' if n > 1 else ''}" for n in (1, 4, 16)]
+SINK_SUBMIT = [*RAW_THREADS, OURS_SUBMIT, TQ_SUBMIT, STM_SUBMIT]
+MOTO_SUBMIT = [RAW_SUBMIT, OURS_SUBMIT, TQ_SUBMIT, "task-queue insert, 1 thread", STM_SUBMIT]
+SECTIONS = ["moto", "sink", "bill", "rss"]
 
 
 def free_port() -> int:
@@ -67,11 +79,11 @@ def moto_server() -> Iterator[str]:
 
 
 @contextmanager
-def sink_server() -> Iterator[str]:
-    """The stub SendMessageBatch sink (bench/sink.py) in a process; yields its endpoint."""
+def sink_server(delay: float = 0.0) -> Iterator[str]:
+    """The stub SQS endpoint (bench/sink.py) answering after ``delay`` s, in a process; yields its endpoint."""
     with tempfile.TemporaryDirectory() as scratch:
         port_file = os.path.join(scratch, "port")
-        process = subprocess.Popen([sys.executable, os.path.join(HERE, "sink.py"), port_file])
+        process = subprocess.Popen([sys.executable, os.path.join(HERE, "sink.py"), port_file, "--delay", str(delay)])
         try:
             while not os.path.exists(port_file) or not open(port_file).read():
                 time.sleep(0.05)
@@ -188,6 +200,26 @@ def bench_drain(endpoint: str, sqs: Any, depth: int, repeats: int) -> dict[str, 
     return results
 
 
+def bench_sink(delays_ms: list[int], counts: dict[str, int], rounds: int) -> dict[str, Any]:
+    """Every submitter against the latency sink, at each delay; rounds interleave the contenders.
+
+    One round runs each contender once, so a burst of load from elsewhere on the machine
+    lands on all of them alike rather than on the repeats of one.
+    """
+    results: dict[str, Any] = {}
+    for delay_ms in delays_ms:
+        with sink_server(delay_ms / 1000) as sink:
+            url = f"{sink}/123456789012/sink"
+            runs: dict[str, list[dict[str, Any]]] = {name: [] for name in SINK_SUBMIT}
+            for round_number in range(rounds):
+                for name in SINK_SUBMIT:
+                    runs[name].append(measure("submit", name, url, counts.get(name, counts["default"]), sink))
+                    log(f"sink {delay_ms} ms round {round_number + 1} {name}: "
+                        f"{runs[name][-1]['count'] / runs[name][-1]['elapsed']:.0f} msg/s")
+            results[str(delay_ms)] = {name: summarize(name_runs) for name, name_runs in runs.items()}
+    return results
+
+
 def bench_rss(counts: list[int]) -> dict[str, Any]:
     results: dict[str, Any] = {}
     with sink_server() as sink:
@@ -211,10 +243,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small counts: a smoke test, not a result")
     parser.add_argument("--repeats", type=int, default=3, help="runs per figure (the median is reported)")
+    parser.add_argument("--only", action="append", choices=SECTIONS, help="run only this section (repeatable)")
     args = parser.parse_args()
-    quick = args.quick
-    submit_counts = {"default": 600 if quick else 3000, "sqstaskmaster submit loop": 200 if quick else 600}
-    latency_counts = {"default": 300 if quick else 2000}
+    quick, sections = args.quick, args.only or SECTIONS
+    submit_counts = {"default": 600 if quick else 3000, STM_SUBMIT: 200 if quick else 600}
+    sink_counts = {"default": 2000 if quick else 10_000, RAW_SUBMIT: 600 if quick else 3000,
+                   STM_SUBMIT: 100 if quick else 500}
     depth = 100 if quick else 500
     rss_counts = [20_000, 100_000] if quick else [200_000, 1_000_000]
     os.environ.update(ENV)
@@ -222,15 +256,22 @@ def main() -> None:
     results: dict[str, Any] = {"when": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                                "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, load {os.getloadavg()}",
                                "python": platform.python_version(), "quick": quick, "repeats": args.repeats,
-                               "depth": depth, "counts": {"submit": submit_counts, "latency": latency_counts}}
-    with moto_server() as endpoint:
-        sqs = client(endpoint)
-        results["submit"] = bench_submit(endpoint, sqs, submit_counts, args.repeats, "direct", list(SUBMIT))
-        results["drain"] = bench_drain(endpoint, sqs, depth, args.repeats)
-        with LatencyProxy(int(endpoint.rsplit(":", 1)[1]), delay=0.02) as proxy:
-            results["latency"] = bench_submit(proxy.endpoint, client(proxy.endpoint), latency_counts, args.repeats,
-                                              "proxy", [RAW_SUBMIT, OURS_SUBMIT, TQ_SUBMIT])
-    results["rss"] = bench_rss(rss_counts)
+                               "depth": depth, "counts": {"submit": submit_counts, "sink": sink_counts}}
+    if "moto" in sections:
+        with moto_server() as endpoint:
+            sqs = client(endpoint)
+            results["submit"] = bench_submit(endpoint, sqs, submit_counts, args.repeats, "direct", MOTO_SUBMIT)
+            results["drain"] = bench_drain(endpoint, sqs, depth, args.repeats)
+    if "sink" in sections:
+        results["sink"] = bench_sink([0, 20], sink_counts, args.repeats)
+    if "bill" in sections:
+        from bill import run as bill
+
+        results["bill"] = bill(scale=30, tasks=20 if quick else 100, long_tasks=2 if quick else 3,
+                               idle=20 if quick else 60)
+    if "rss" in sections:
+        results["rss"] = bench_rss(rss_counts)
+    results["load_at_end"] = os.getloadavg()
     results["wall_seconds"] = time.monotonic() - started
     from report import write_report
 

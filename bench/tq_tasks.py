@@ -1,4 +1,6 @@
-"""The no-op task task-queue runs in the benchmark (task-queue imports it by module name)."""
+"""The tasks task-queue runs in the benchmarks (task-queue imports them by module name)."""
+
+import time
 
 from taskqueue import queueable
 
@@ -6,3 +8,8 @@ from taskqueue import queueable
 @queueable
 def noop(i: int) -> None:
     pass
+
+
+@queueable
+def sleepy(i: int, seconds: float) -> None:
+    time.sleep(seconds)

@@ -1,4 +1,4 @@
-"""Streaming batched sends: SendMessageBatch with a bounded number of requests in flight.
+"""Streaming batched sends: SendMessageBatch with a latency-aware number of requests in flight.
 
 :func:`send_entries` reads entries lazily, packs them into batches of at most
 10 entries and 1 MiB, and hands the batches to a few sender threads through
@@ -20,19 +20,19 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from .backends import QueueBackend, SendEntry
-from .errors import QueueDoesNotExist, QueueError, SubmitFailed
+from .errors import ConfigurationError, QueueDoesNotExist, QueueError, SubmitFailed
+from .inflight import InFlightLimit
 from .limits import MAX_BATCH_ENTRIES, MAX_BATCH_SIZE, message_size
 
 logger = logging.getLogger(__name__)
 
-#: Default ceiling on SendMessageBatch requests in flight at once (see :class:`InFlightLimit`).
-DEFAULT_IN_FLIGHT = 8
-#: Messages per measuring window of :class:`InFlightLimit`.
-PROBE_WINDOW = 200
-#: How much faster a doubled limit must send to be kept.
-PROBE_GAIN = 1.1
+#: Default ceiling on SendMessageBatch requests in flight; the window (:mod:`sqsmaster.inflight`) finds how many
+#: of them pay. 64 hides up to ~80 ms of round trip at the rate one Python process can build requests.
+DEFAULT_IN_FLIGHT = 64
 #: Attempts per entry that SQS reports as failed by a server fault.
 SEND_ATTEMPTS = 5
+#: Batches read ahead of the sender threads (one lane); each thread holds one more.
+LANE_DEPTH = 16
 
 
 @dataclass(frozen=True)
@@ -50,66 +50,16 @@ def retry_delay(attempt: int) -> float:
     return min(0.1 * 2 ** (attempt - 1), 5.0) * random.uniform(0.5, 1.0)
 
 
-class InFlightLimit:
-    """How many requests may be in flight: found by probing, as TCP finds its window.
+class _Sender:
+    """The sender threads and what they share: counts, failures, the error that stops the run.
 
-    It starts at one request. After each window of :data:`PROBE_WINDOW` messages it
-    compares the send rate with the best so far: while doubling the limit makes
-    sending at least :data:`PROBE_GAIN` times faster, it doubles again (up to
-    ``maximum``); once it does not, it goes back to the best limit and stays. Against
-    a distant server (real SQS: 10-30 ms a request) the limit climbs, hiding the
-    latency; against a server that is itself the bottleneck (a local moto), more
-    requests in flight only add contention, and it stays low.
+    Threads start as they are needed: with one lane, as many as the window holds (a thread
+    that ends a request goes straight on to the next batch, with no other thread to wake),
+    so a small submission or a saturated server costs a thread or two, not the ceiling's;
+    on a FIFO queue, one per lane that has a batch.
     """
 
-    def __init__(self, maximum: int, clock: Callable[[], float] = time.monotonic) -> None:
-        self.maximum = maximum
-        self.limit = 1
-        self.settled = maximum == 1
-        self._clock = clock
-        self._active = 0
-        self._best = (0.0, 1)  # (rate, limit)
-        self._window_start = clock()
-        self._window_messages = 0
-        self._condition = threading.Condition()
-
-    def acquire(self) -> None:
-        """Wait for a free place, then take it."""
-        with self._condition:
-            while self._active >= self.limit:
-                self._condition.wait()
-            self._active += 1
-
-    def release(self, messages: int) -> None:
-        """Give the place back, counting the messages the request sent."""
-        with self._condition:
-            self._active -= 1
-            self._observe(messages)
-            self._condition.notify_all()
-
-    def _observe(self, messages: int) -> None:
-        if self.settled:
-            return
-        self._window_messages += messages
-        if self._window_messages < PROBE_WINDOW:
-            return
-        now = self._clock()
-        rate = self._window_messages / max(now - self._window_start, 1e-9)
-        self._window_start, self._window_messages = now, 0
-        if rate >= self._best[0] * PROBE_GAIN:
-            self._best = (rate, self.limit)
-            if self.limit < self.maximum:
-                self.limit = min(2 * self.limit, self.maximum)
-                return
-        self.limit = self._best[1]
-        self.settled = True
-        logger.debug("%d request(s) in flight send fastest (%.0f msg/s)", self.limit, self._best[0])
-
-
-class _Sender:
-    """The sender threads and what they share: counts, failures, the error that stops the run."""
-
-    def __init__(self, queue: QueueBackend, lanes: int, threads: int, on_sent: Callable[[int], None] | None,
+    def __init__(self, queue: QueueBackend, lanes: int, maximum: int, on_sent: Callable[[int], None] | None,
                  sleep: Callable[[float], None]) -> None:
         self.queue = queue
         self.on_sent = on_sent
@@ -118,14 +68,31 @@ class _Sender:
         self.failed: list[FailedEntry] = []
         self.error: BaseException | None = None
         self.lock = threading.Lock()
-        self.in_flight = InFlightLimit(threads)
-        depth = 2 * max(1, threads // lanes)
+        self.in_flight = InFlightLimit(maximum)
+        # Each sender thread holds one batch besides these: a few more than in flight keep them busy, and memory
+        # flat (at most 1 MiB a batch).
+        depth = LANE_DEPTH if lanes == 1 else 2
         self.lanes: list[queue_module.Queue[list[SendEntry] | None]] = [
             queue_module.Queue(maxsize=depth) for _ in range(lanes)]
-        self.threads = [threading.Thread(target=self._work, args=(self.lanes[i % lanes],), daemon=True,
-                                         name=f"sqsmaster-send-{i}") for i in range(threads)]
-        for thread in self.threads:
+        self.threads: list[tuple[int, threading.Thread]] = []  # (lane, thread)
+        self._served: set[int] = set()  # lanes with a thread
+        self._closing = False
+
+    def _wants_thread(self, lane: int) -> bool:
+        if len(self.lanes) > 1:
+            return lane not in self._served
+        return len(self.threads) < self.in_flight.limit
+
+    def _start_thread(self, lane: int) -> None:
+        """Start a thread for ``lane`` if it (still) needs one."""
+        with self.lock:
+            if self._closing or not self._wants_thread(lane):
+                return
+            thread = threading.Thread(target=self._work, args=(self.lanes[lane],), daemon=True,
+                                      name=f"sqsmaster-send-{len(self.threads)}")
             thread.start()
+            self.threads.append((lane, thread))
+            self._served.add(lane)
 
     def _work(self, lane: "queue_module.Queue[list[SendEntry] | None]") -> None:
         while True:
@@ -145,13 +112,15 @@ class _Sender:
     def _send(self, batch: list[SendEntry]) -> None:
         attempt = 1
         while True:
-            self.in_flight.acquire()
-            sent = 0
+            ticket = self.in_flight.acquire()
+            if len(self.lanes) == 1 and self._wants_thread(0):
+                self._start_thread(0)  # the window grew (maybe while the producer waited on a full lane)
             try:
                 response = self.queue.send_batch(batch)
-                sent = len(response["Successful"])
-            finally:
-                self.in_flight.release(sent)
+            except BaseException:
+                self.in_flight.release(ticket, answered=False)
+                raise
+            self.in_flight.release(ticket)
             failures = {failure["Id"]: failure for failure in response["Failed"]}
             self._count(len(response["Successful"]))
             if not failures:
@@ -190,6 +159,8 @@ class _Sender:
 
     def put(self, lane: int, batch: list[SendEntry]) -> None:
         """Queue a batch; blocks while the lane is full (this is what keeps memory flat)."""
+        if self._wants_thread(lane):
+            self._start_thread(lane)
         target = self.lanes[lane]
         while self.error is None:
             try:
@@ -200,10 +171,19 @@ class _Sender:
         self._not_sent(batch)
 
     def finish(self) -> None:
-        for thread_index in range(len(self.threads)):
-            self.lanes[thread_index % len(self.lanes)].put(None)
-        for thread in self.threads:
+        with self.lock:
+            self._closing = True  # no thread starts after this: each one below gets its end marker
+            threads = list(self.threads)
+        for lane, _ in threads:
+            self.lanes[lane].put(None)
+        for _, thread in threads:
             thread.join()
+
+
+def check_in_flight(max_in_flight: object) -> None:
+    """Raise ConfigurationError unless ``max_in_flight`` is an int >= 1."""
+    if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int) or max_in_flight < 1:
+        raise ConfigurationError(f"max_in_flight must be an int >= 1, not {max_in_flight!r}")
 
 
 def send_entries(queue: QueueBackend, entries: Iterable[SendEntry], *, max_in_flight: int = DEFAULT_IN_FLIGHT,
@@ -213,9 +193,9 @@ def send_entries(queue: QueueBackend, entries: Iterable[SendEntry], *, max_in_fl
 
     Entry ids must be unique within the stream (the index in the input is best:
     it names the entry in errors). Reads ``entries`` lazily, at most
-    ``max_in_flight`` requests at once, fewer when more do not send faster
-    (:class:`InFlightLimit`). With ``fifo``, each ``group_id`` is sent by one
-    thread, in order.
+    ``max_in_flight`` requests at once (and no more than a boto3 client's connection
+    pool holds), fewer when more only wait (:mod:`sqsmaster.inflight`). With
+    ``fifo``, each ``group_id`` is sent by one thread, in order.
 
     Raises :class:`SubmitFailed` if any entry could not be sent (after
     ``SEND_ATTEMPTS`` for server faults) or a request failed: then the entries
@@ -224,8 +204,11 @@ def send_entries(queue: QueueBackend, entries: Iterable[SendEntry], *, max_in_fl
     raised while reading ``entries`` propagates after the entries read before it
     were sent.
     """
-    if max_in_flight < 1:
-        raise ValueError(f"max_in_flight must be >= 1, not {max_in_flight}")
+    check_in_flight(max_in_flight)
+    pool = getattr(queue, "max_connections", None)  # an SQS client's connection pool
+    if isinstance(pool, int) and 0 < pool < max_in_flight:
+        logger.debug("at most %d requests in flight: the client's connection pool holds %d", pool, pool)
+        max_in_flight = pool
     lanes = max_in_flight if fifo else 1
     sender = _Sender(queue, lanes, max_in_flight, on_sent, sleep)
     pending: list[list[SendEntry]] = [[] for _ in range(lanes)]

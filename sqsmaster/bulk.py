@@ -45,19 +45,21 @@ def slices(tasks: Any, parts: int) -> Iterator[tuple[int, Any]]:
         yield start, tasks[start:start + step]
 
 
-def _submit_slice(settings: dict[str, Any], start: int, part: Sequence[Any]) -> tuple[int, list, str | None]:
+def _submit_slice(settings: dict[str, Any], start: int, part: Sequence[Any],
+                  max_in_flight: int) -> tuple[int, list, str | None]:
     from .manager import TaskManager
 
     with TaskManager(**settings) as manager:
         try:
-            return manager.submit_many(part), [], None
+            return manager.submit_many(part, max_in_flight=max_in_flight), [], None
         except SubmitFailed as exc:
             failed = [dataclasses.replace(item, index=item.index + start) for item in exc.failed]
             return exc.sent, failed, None if exc.cause is None else str(exc.cause)
 
 
-def submit_parallel(settings: dict[str, Any], tasks: Any, parallel: int, bar: Any) -> int:
-    """Submit ``tasks`` split across ``parallel`` processes, each with its own TaskManager(**settings)."""
+def submit_parallel(settings: dict[str, Any], tasks: Any, parallel: int, bar: Any, max_in_flight: int) -> int:
+    """Submit ``tasks`` split across ``parallel`` processes, each with its own TaskManager(**settings)
+    and its own window of at most ``max_in_flight`` requests."""
     if str(settings["sqs_url"]).startswith("mem://"):
         raise ConfigurationError("parallel= needs a queue other processes can reach; mem:// lives in this process")
     # spawn, not fork: a forked child would inherit this process's threads and sockets (boto3's pool, a
@@ -65,7 +67,8 @@ def submit_parallel(settings: dict[str, Any], tasks: Any, parallel: int, bar: An
     context = multiprocessing.get_context("spawn")
     sent, failed, causes = 0, [], []
     with ProcessPoolExecutor(max_workers=parallel, mp_context=context) as executor:
-        futures = [executor.submit(_submit_slice, settings, start, part) for start, part in slices(tasks, parallel)]
+        futures = [executor.submit(_submit_slice, settings, start, part, max_in_flight)
+                   for start, part in slices(tasks, parallel)]
         for future in futures:
             part_sent, part_failed, cause = future.result()
             sent += part_sent

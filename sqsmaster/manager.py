@@ -7,14 +7,14 @@ import uuid
 from typing import Any, Callable, Iterable, Iterator
 
 from .backends import Message, SendEntry, open_queue
-from .batching import DEFAULT_IN_FLIGHT, send_entries
+from .batching import DEFAULT_IN_FLIGHT, check_in_flight, send_entries
 from .bulk import progress_bar, submit_parallel, total_of
 from .consumer import task_generator
 from .delays import due_attribute, plan_delay
 from .errors import ConfigurationError
 from .limits import MAX_MESSAGE_SIZE
 from .payloads import PayloadStore
-from .producer import Task, as_task, build_entry, sender_attributes
+from .producer import Task, as_task, attributes_size, build_entry, plain_entry, sender_attributes
 
 logger = logging.getLogger(__name__)
 
@@ -75,8 +75,11 @@ class TaskManager:
 
         ``tasks`` is any iterable (a generator included) of :class:`~sqsmaster.Task` or
         ``(name, kwargs)`` pairs, read lazily: memory stays flat however many there are.
-        Batches hold at most 10 entries and 1 MiB; at most ``max_in_flight`` requests run
-        at once (FIFO queues: each group in order through one of them). ``progress=True``
+        Batches hold at most 10 entries and 1 MiB. How many requests run at once is a
+        window that times every request (:mod:`sqsmaster.inflight`): it climbs while more
+        send faster (a distant SQS) and stays low where they only wait (a local server),
+        never past ``max_in_flight`` nor the client's connection pool (FIFO queues: each
+        group in order through one of them). ``progress=True``
         shows a tqdm bar (``total=`` or ``len(tasks)``; ``pip install 'sqsmaster[progress]'``).
         ``parallel=N`` splits a sliceable ``tasks`` (``len()`` and ``[a:b]``) across N processes.
 
@@ -85,6 +88,7 @@ class TaskManager:
         that cannot be encoded raises its error (EncodeError, MessageTooLarge...) after
         the tasks before it were sent and before any after it.
         """
+        check_in_flight(max_in_flight)
         bar = progress_bar(total_of(tasks, total)) if progress else None
         try:
             if parallel is not None and parallel > 1:
@@ -92,8 +96,8 @@ class TaskManager:
                             "payload_bucket": None if self.payloads is None else self.payloads.url,
                             "payload_threshold": MAX_MESSAGE_SIZE if self.payloads is None
                             else self.payloads.threshold}
-                return submit_parallel(settings, tasks, parallel, bar)
-            entries = (self.entry(as_task(item, index), str(index)) for index, item in enumerate(tasks))
+                return submit_parallel(settings, tasks, parallel, bar, max_in_flight)
+            entries = self._entries(tasks)
             sent = send_entries(self.queue, entries, max_in_flight=max_in_flight, fifo=self.fifo,
                                 on_sent=None if bar is None else bar.update)
         finally:
@@ -101,6 +105,18 @@ class TaskManager:
                 bar.close()
         logger.info("submitted %d task(s) to %s", sent, self.url)
         return sent
+
+    def _entries(self, tasks: Iterable[Task | tuple[str, dict[str, Any]]]) -> Iterator[SendEntry]:
+        """The checked entries of ``tasks``, read lazily; entry ids are the indexes in ``tasks``."""
+        attributes, size_of_attributes = self._attributes, attributes_size(self._attributes)
+        plain = not self.fifo and self.payloads is None
+        for index, item in enumerate(tasks):
+            # A (name, kwargs) pair carries no option: on a standard queue without S3 offload, nothing but the
+            # body needs checking, so it skips the Task and the option planning (this runs once per message).
+            if plain and type(item) is tuple and len(item) == 2 and type(item[1]) is dict:
+                yield plain_entry(item[0], item[1], attributes, size_of_attributes, str(index))
+            else:
+                yield self.entry(as_task(item, index), str(index))
 
     def entry(self, task: Task, entry_id: str = "0") -> SendEntry:
         """The checked message for ``task``: delays, FIFO group and deduplication, S3 offload applied."""

@@ -66,6 +66,26 @@ def sender_attributes(sender_name: str | None, url: str) -> dict[str, dict[str, 
     return {SENDER_ATTRIBUTE: {"StringValue": value, "DataType": "String"}}
 
 
+def attributes_size(attributes: dict[str, dict[str, str]]) -> int:
+    """Check ``attributes`` once and return the bytes they add to every message that carries them."""
+    check_message_attributes(attributes)
+    return message_size("", attributes)
+
+
+def plain_entry(task: str, kwargs: dict[str, Any], attributes: dict[str, dict[str, str]], size_of_attributes: int,
+                entry_id: str) -> SendEntry:
+    """:func:`build_entry` for a task with no per-message option, whose attributes :func:`attributes_size` checked.
+
+    The fast path of ``submit_many``, which runs once per message. Raises EncodeError or MessageTooLarge.
+    """
+    body = encode_task(task, kwargs)
+    # json.dumps escapes every non-ASCII character, so the length is the UTF-8 size; isascii() is a C scan.
+    size = (len(body) if body.isascii() else len(body.encode("utf-8"))) + size_of_attributes
+    if size > MAX_MESSAGE_SIZE:
+        raise MessageTooLarge(size, MAX_MESSAGE_SIZE, task)
+    return SendEntry(body, attributes, 0, None, None, entry_id)
+
+
 def build_entry(task: str, kwargs: dict[str, Any], attributes: dict[str, dict[str, str]], *,
                 delay_seconds: int = 0, group_id: str | None = None, deduplication_id: str | None = None,
                 entry_id: str = "0", payloads: "PayloadStore | None" = None) -> SendEntry:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import signal
 import threading
 import time
 from collections import Counter
@@ -13,7 +15,15 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from sqsmaster import LocalQueue, MessageTooLarge, QueueDoesNotExist, SubmitFailed, Task, TaskManager
+from sqsmaster import (
+    ConfigurationError,
+    LocalQueue,
+    MessageTooLarge,
+    QueueDoesNotExist,
+    SubmitFailed,
+    Task,
+    TaskManager,
+)
 from sqsmaster.cli import main
 from sqsmaster.limits import MAX_BATCH_ENTRIES, MAX_BATCH_SIZE
 
@@ -276,3 +286,109 @@ def test_a_request_error_names_every_entry_read_but_not_sent():
     assert failure.value.sent == 10 and failure.value.cause is not None
     assert failure.value.sent + len(failure.value.failed) <= 25
     assert {f.index for f in failure.value.failed} >= set(range(10, 20))
+
+
+def test_submit_many_leaves_no_thread_behind_whether_it_succeeds_or_fails():
+    # Given the threads running before
+    before = set(threading.enumerate())
+
+    # When one submission succeeds, one meets a bad task, and one a failed request
+    TaskManager("mem://threads").submit_many(("t", {"i": i}) for i in range(500))
+    with pytest.raises(TypeError):
+        TaskManager("mem://threads").submit_many(iter([("t", {"i": 0})] * 30 + [("t", {"i": object()})]))
+    client = boto3.client("sqs", endpoint_url="http://127.0.0.1:9", region_name="us-east-1")
+    stubber = Stubber(client)
+    stubber.add_client_error("send_message_batch", "InternalError", http_status_code=500)
+    stubber.activate()
+    with pytest.raises(SubmitFailed):
+        TaskManager("http://127.0.0.1:9/123456789012/q", client=client).submit_many(("t", {}) for _ in range(50))
+
+    # Then every sender thread has ended
+    assert set(threading.enumerate()) == before
+
+
+@pytest.mark.parametrize("form", [lambda blob: ("t", {"b": blob}), lambda blob: Task("t", {"b": blob})],
+                         ids=["pair", "Task"])
+@pytest.mark.parametrize("char, width", [("x", 1), ("é", 6)], ids=["ascii", "non-ascii"])
+def test_a_message_at_the_limit_is_sent_and_one_character_more_is_refused(form, char, width):
+    # Given the bytes a message carries besides its blob: the JSON around it and the sender attribute
+    from sqsmaster.encoding import encode_task
+    from sqsmaster.limits import MAX_MESSAGE_SIZE, message_size
+    from sqsmaster.producer import sender_attributes
+
+    around = len(encode_task("t", {"b": ""})) + message_size("", sender_attributes("s", "mem://limit"))
+    fits = (MAX_MESSAGE_SIZE - around) // width  # JSON writes "é" as \u00e9: six bytes
+    tm = TaskManager("mem://limit", sender_name="s")
+
+    # When a task whose blob just fits is submitted, then one a character longer
+    sent = tm.submit_many([form(char * fits)])
+    with pytest.raises(MessageTooLarge) as too_large:
+        tm.submit_many([form(char * (fits + 1))])
+
+    # Then the first was sent and the second refused, naming its size
+    assert sent == 1
+    assert too_large.value.size == around + (fits + 1) * width > MAX_MESSAGE_SIZE
+
+
+def test_requests_in_flight_never_outnumber_the_clients_connection_pool(caplog):
+    # Given a client of the user's whose pool keeps 2 connections, and an endpoint 20 ms away
+    # (where the window would otherwise climb well past 2)
+    from botocore.config import Config
+
+    from .latency_sink import running_sink
+
+    with running_sink(0.02) as endpoint:
+        client = boto3.client("sqs", endpoint_url=endpoint, region_name="us-east-1",
+                              config=Config(max_pool_connections=2))
+        tm = TaskManager(f"{endpoint}/123456789012/q", client=client)
+
+        # When 2,000 tasks are submitted
+        with caplog.at_level("WARNING", logger="urllib3"):
+            sent = tm.submit_many(("t", {"i": i}) for i in range(2_000))
+
+    # Then all were sent and urllib3 never had to open (and drop) a connection beyond its pool
+    assert sent == 2_000
+    assert not [record for record in caplog.records if "pool is full" in record.getMessage()]
+
+
+def test_a_server_frozen_mid_run_delays_the_submission_and_loses_or_doubles_nothing(frozen_moto):
+    # Given a moto server in a process of its own, and 600 tasks whose 200th freezes it for 2 s (a partition)
+    process, endpoint = frozen_moto
+    url = boto3.client("sqs", endpoint_url=endpoint, region_name="us-east-1").create_queue(
+        QueueName="frozen")["QueueUrl"]
+    thaw = threading.Timer(2.0, os.kill, (process.pid, signal.SIGCONT))
+
+    def tasks() -> Iterator[tuple[str, dict[str, int]]]:
+        for i in range(600):
+            if i == 200:
+                os.kill(process.pid, signal.SIGSTOP)
+                thaw.start()
+            yield "count", {"i": i}
+
+    # When they are submitted (the window sees round trips of seconds, then normal ones again)
+    try:
+        sent = TaskManager(url).submit_many(tasks())
+    finally:
+        thaw.join()
+
+    # Then every task was sent, once: the queue holds exactly 600 messages
+    assert sent == 600
+    assert queue_counts(boto3.client("sqs", endpoint_url=endpoint, region_name="us-east-1"), url)[0] == 600
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, "8", True, None])
+def test_a_bad_max_in_flight_is_refused_before_anything_is_read(bad):
+    # Given a stream that records what was read
+    read: list[int] = []
+
+    def tasks() -> Iterator[tuple[str, dict[str, int]]]:
+        for i in range(5):
+            read.append(i)
+            yield "t", {"i": i}
+
+    # When it is submitted with a max_in_flight that cannot work
+    with pytest.raises(ConfigurationError, match="max_in_flight must be an int >= 1"):
+        TaskManager("mem://bad-in-flight").submit_many(tasks(), max_in_flight=bad)
+
+    # Then nothing was read, nothing sent
+    assert read == [] and LocalQueue("mem://bad-in-flight").receive(10) == []
