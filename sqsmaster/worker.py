@@ -31,7 +31,6 @@ from .deadletter import DeadLetter
 from .delays import hold_if_not_due
 from .encoding import decode_task
 from .errors import ConfigurationError, MalformedMessage, QueueDoesNotExist, QueueError, UnknownTask
-from .handler import DEFAULT_HARD_TIMEOUT
 from .jobs import JobLog, record_from_handler, record_from_message
 from .lease import receive_count
 from .limits import MAX_RECEIVE_MESSAGES, check_range, check_visibility_timeout, check_wait_time
@@ -40,6 +39,7 @@ from .payloads import resolve_payload
 from .receiver import PendingLeases, Receiver, unreachable_backoff
 from .registry import Registry, TaskSpec, WorkerHandler, load_tasks
 from .retry import Retry
+from .supervise import DEFAULT_HARD_TIMEOUT
 from .worklog import AttemptRecord, log_event
 
 logger = logging.getLogger("sqsmaster.worker")

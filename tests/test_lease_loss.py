@@ -10,7 +10,6 @@ import logging
 import time
 
 import boto3
-from botocore.stub import Stubber
 
 from sqsmaster import MessageHandler, TaskAbandoned, TaskManager
 
@@ -46,57 +45,54 @@ def test_a_lost_lease_stops_heartbeats_and_by_default_the_task_runs_on(make_queu
     assert any("lease was lost" in line for line in errors)
 
 
-def boto3_message(sqs_server, url: str):
-    """A boto3 ``sqs.Message`` (its client can take a Stubber), received from the test server."""
-    queue = boto3.resource("sqs", endpoint_url=sqs_server.endpoint, region_name="us-east-1").Queue(url)
+def boto3_message(endpoint: str, url: str):
+    """A boto3 ``sqs.Message`` (sqstaskmaster style, from ``boto3.resource``) received through ``endpoint``."""
+    queue = boto3.resource("sqs", endpoint_url=endpoint, region_name="us-east-1").Queue(url)
     (message,) = queue.receive_messages(AttributeNames=["All"], VisibilityTimeout=30, WaitTimeSeconds=1)
     return message
 
 
-def test_on_lease_lost_stop_kills_the_task_at_message_not_inflight(make_queue, sqs_server, sqs_client):
-    # Given a message whose first heartbeat will be answered MessageNotInflight (moto cannot say that)
+def test_on_lease_lost_stop_kills_the_task_at_message_not_inflight(make_queue, fault_proxy, sqs_client):
+    # Given a boto3 message whose first heartbeat (after the initial extension) is answered
+    # MessageNotInflight, which moto cannot say: the proxy in front of it does
     url = make_queue()
     TaskManager(url).submit("Sleeps", seconds=30)
-    message = boto3_message(sqs_server, url)
-    stubber = Stubber(message.meta.client)
-    stubber.add_response("change_message_visibility", {})  # the handler's initial extension
-    stubber.add_client_error("change_message_visibility", "AWS.SimpleQueueService.MessageNotInflight", "gone", 400)
+    message = boto3_message(fault_proxy.endpoint, url)
+    fault_proxy.fail("ChangeMessageVisibility", "AWS.SimpleQueueService.MessageNotInflight", calls={2})
 
     class StopOnLoss(Sleeps):
         on_lease_lost = "stop"
 
     # When the task runs with heartbeats every 0.3 s
     started = time.monotonic()
-    with stubber, StopOnLoss(message, sqs_timeout=30, alarm_timeout=0.3, seconds=30) as handler:
+    with StopOnLoss(message, sqs_timeout=30, alarm_timeout=0.3, seconds=30) as handler:
         handler.run()
 
-    # Then it is stopped at that heartbeat, reported, and neither deleted nor released
+    # Then it is stopped at that heartbeat, reported, and neither deleted nor released (it is not ours)
     assert time.monotonic() - started < 1.5
     assert handler.outcome == "lease lost"
     assert isinstance(handler.notified[0], TaskAbandoned)
-    stubber.assert_no_pending_responses()
+    assert fault_proxy.calls["ChangeMessageVisibility"] == 2
     assert queue_counts(sqs_client, url) == (0, 1, 0)
 
 
-def test_a_heartbeat_network_error_is_retried_before_the_lease_runs_out(make_queue, sqs_server):
-    # Given heartbeats where the first tick fails with a server error and the retry succeeds
+def test_a_heartbeat_network_error_is_retried_before_the_lease_runs_out(make_queue, fault_proxy, sqs_client):
+    # Given heartbeats where the first beat fails with a server error and the retry succeeds
     url = make_queue()
     TaskManager(url).submit("Sleeps", seconds=3)
-    message = boto3_message(sqs_server, url)
-    stubber = Stubber(message.meta.client)
-    stubber.add_response("change_message_visibility", {})  # initial extension: visible again at t=4
-    stubber.add_client_error("change_message_visibility", "ServiceUnavailable", "try again", 503)  # t=1.5
-    stubber.add_response("change_message_visibility", {})  # t=2.5: 1 s later, before t=4
-    stubber.add_response("delete_message", {})
+    message = boto3_message(fault_proxy.endpoint, url)
+    fault_proxy.fail("ChangeMessageVisibility", "ServiceUnavailable", status=503, calls={2})
 
-    # When a 3 s task runs in process isolation
-    with stubber, Sleeps(message, sqs_timeout=4, alarm_timeout=1.5, seconds=3) as handler:
+    # When a 3 s task runs in process isolation: initial extension (hidden until t=4), beat at t=1.5 fails,
+    with Sleeps(message, sqs_timeout=4, alarm_timeout=1.5, seconds=3) as handler:
         handler.run()
 
-    # Then the failed heartbeat was retried a second later, and the task succeeded
+    # Then the failed heartbeat was retried a second later (t=2.5, before t=4), no client retried it
+    # behind our back (3 calls in all), and the task succeeded and was deleted
     assert handler.outcome == "succeeded"
     assert (handler.lease.failed_extensions, handler.lease.extensions) == (1, 1)
-    stubber.assert_no_pending_responses()
+    assert fault_proxy.calls["ChangeMessageVisibility"] == 3
+    assert queue_counts(sqs_client, url) == (0, 0, 0)
 
 
 def test_on_lease_lost_stop_works_in_signal_isolation_too(make_queue, sqs_client):

@@ -12,6 +12,7 @@ Stdlib ``sqlite3`` only. SQLite over NFS is unsafe: use ``fq://`` on shared file
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -95,7 +96,10 @@ class SqliteQueue(DurableQueue):
         self._lock = threading.Lock()
         self._connection: sqlite3.Connection | None = None
         self._pid = 0
-        self._heartbeat: SqliteQueue | None = None
+        #: How long a write waits for another connection's transaction (s) before failing.
+        self.busy_timeout = BUSY_TIMEOUT_MS / 1000
+        self._twins: dict[float | None, SqliteQueue] = {}
+        self._twin_lock = threading.Lock()
         self.options = self._create(wanted, given)
 
     @property
@@ -114,9 +118,9 @@ class SqliteQueue(DurableQueue):
         # A connection must not cross fork(): a child opens its own (the parent's is left alone).
         if self._connection is None or self._pid != os.getpid():
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+            connection = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None,
                                          check_same_thread=False)
-            connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            connection.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
             connection.execute("PRAGMA journal_mode = WAL")
             connection.execute(f"PRAGMA synchronous = {self.synchronous}")
             self._connection, self._pid = connection, os.getpid()
@@ -265,15 +269,22 @@ class SqliteQueue(DurableQueue):
         with self._transaction() as db:
             db.execute("DELETE FROM messages WHERE queue = ?", (self.name,))
 
-    def heartbeat_queue(self) -> "SqliteQueue":
-        """A twin with a connection of its own, safe to use from a signal handler."""
-        if self._heartbeat is None:
-            self._heartbeat = SqliteQueue(self.url)
-        return self._heartbeat
+    def heartbeat_queue(self, timeout: float | None = None) -> "SqliteQueue":
+        """A twin with a connection of its own; with ``timeout``, a write waits at most that long for the
+        lock (the task may hold it: a heartbeat must give up, not wait out the 30 s busy timeout)."""
+        with self._twin_lock:
+            twin = self._twins.get(timeout)
+            if twin is None:
+                twin = self._twins[timeout] = copy.copy(self)
+                twin._lock, twin._twin_lock = threading.Lock(), threading.Lock()
+                twin._connection, twin._pid, twin._twins = None, 0, {}
+                if timeout is not None:
+                    twin.busy_timeout = timeout
+            return twin
 
     def close(self) -> None:
-        if self._heartbeat is not None:
-            self._heartbeat.close()
+        for twin in list(self._twins.values()):
+            twin.close()
         with self._lock:
             if self._connection is not None and self._pid == os.getpid():
                 self._connection.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -37,7 +38,8 @@ def endpoint_and_region(url: str) -> tuple[str | None, str | None]:
     return f"{parts.scheme}://{parts.netloc}", None
 
 
-def make_client(url: str, *, read_timeout: float = 60, max_pool_connections: int = 10, max_attempts: int = 4) -> Any:
+def make_client(url: str, *, read_timeout: float = 60, max_pool_connections: int = 10, max_attempts: int = 4,
+                connect_timeout: float = 5) -> Any:
     """A boto3 SQS client for ``url``, with timeouts fit for long polls.
 
     For a non-AWS endpoint with no credentials configured, dummy credentials are
@@ -52,7 +54,7 @@ def make_client(url: str, *, read_timeout: float = 60, max_pool_connections: int
     session = boto3.session.Session()
     region = region or session.region_name or "us-east-1"
     config = Config(
-        connect_timeout=5,
+        connect_timeout=connect_timeout,
         read_timeout=read_timeout,
         retries={"mode": "standard", "total_max_attempts": max_attempts},
         max_pool_connections=max_pool_connections,
@@ -65,12 +67,23 @@ def make_client(url: str, *, read_timeout: float = 60, max_pool_connections: int
     return session.client("sqs", **kwargs)
 
 
-def _twin_client(client: Any) -> Any:
-    """A new client with the same endpoint, region, config and credentials as ``client``."""
+def bounded_config(timeout: float) -> Any:
+    """Client settings under which one call takes at most about ``timeout`` seconds: half of it to
+    connect, half to read, and no hidden retries (the caller decides when to try again)."""
+    from botocore.config import Config
+
+    return Config(connect_timeout=timeout / 2, read_timeout=timeout / 2,
+                  retries={"mode": "standard", "total_max_attempts": 1})
+
+
+def twin_client(client: Any, timeout: float | None = None) -> Any:
+    """A new client with the same endpoint, region, config and credentials as ``client``;
+    with ``timeout``, every call of it is bounded (see :func:`bounded_config`)."""
     import boto3
 
+    config = client.meta.config if timeout is None else client.meta.config.merge(bounded_config(timeout))
     kwargs: dict[str, Any] = {"endpoint_url": client.meta.endpoint_url, "region_name": client.meta.region_name,
-                              "config": client.meta.config}
+                              "config": config}
     signer = getattr(client, "_request_signer", None)
     credentials = getattr(signer, "_credentials", None)
     if credentials is not None:
@@ -92,7 +105,8 @@ class SqsQueue(QueueBackend):
         self.url = url
         self.client = client if client is not None else make_client(url)
         self._owns_client = client is None
-        self._heartbeat: SqsQueue | None = None
+        self._twins: dict[float | None, SqsQueue] = {}
+        self._twin_lock = threading.Lock()
 
     def _call(self, operation: str, message_id: str | None = None, **params: Any) -> Any:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -164,18 +178,26 @@ class SqsQueue(QueueBackend):
     def purge(self) -> None:
         self._call("purge_queue")
 
-    def heartbeat_queue(self) -> "SqsQueue":
-        if self._heartbeat is None:
-            # A client of its own: a signal handler must never reuse the task's client,
-            # whose connection pool lock the interrupted code may hold.
-            client = make_client(self.url, read_timeout=10) if self._owns_client else _twin_client(self.client)
-            self._heartbeat = SqsQueue(self.url, client)
-            self._heartbeat._owns_client = True
-        return self._heartbeat
+    def heartbeat_queue(self, timeout: float | None = None) -> "SqsQueue":
+        """A twin with a client of its own (never the task's, whose connection pool lock the task may
+        hold); with ``timeout``, each call is bounded by it and never retried (one twin per timeout)."""
+        with self._twin_lock:
+            return self._twins.get(timeout) or self._make_twin(timeout)
+
+    def _make_twin(self, timeout: float | None) -> "SqsQueue":
+        if timeout is None:
+            client = make_client(self.url, read_timeout=10) if self._owns_client else twin_client(self.client)
+        elif self._owns_client:
+            client = make_client(self.url, connect_timeout=timeout / 2, read_timeout=timeout / 2, max_attempts=1)
+        else:
+            client = twin_client(self.client, timeout)
+        twin = self._twins[timeout] = SqsQueue(self.url, client)
+        twin._owns_client = True
+        return twin
 
     def close(self) -> None:
-        if self._heartbeat is not None:
-            self._heartbeat.close()
+        for twin in list(self._twins.values()):
+            twin.close()
         if self._owns_client:
             self.client.close()
 

@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from ..errors import ConfigurationError
-from ..handler import DEFAULT_HARD_TIMEOUT
+from ..supervise import DEFAULT_HARD_TIMEOUT
 
 
 def register(subparsers: Any) -> None:
