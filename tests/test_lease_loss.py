@@ -11,7 +11,7 @@ import time
 
 import boto3
 
-from sqsmaster import MessageHandler, TaskAbandoned, TaskManager
+from sqsmaster import MessageHandler, QueueError, TaskAbandoned, TaskManager
 
 from .conftest import queue_counts
 from .test_process_isolation import Recorded, receive_one
@@ -113,3 +113,28 @@ def test_on_lease_lost_stop_works_in_signal_isolation_too(make_queue, sqs_client
     assert time.monotonic() - started < 1.0
     assert handler.outcome == "lease lost"
     assert isinstance(handler.exception, TaskAbandoned)
+
+
+def test_a_boto3_message_whose_first_extension_fails_never_leaks_a_botocore_error(make_queue, fault_proxy):
+    # Given a boto3 message (sqstaskmaster style) whose visibility changes meet a server error
+    url = make_queue()
+    TaskManager(url).submit("Sleeps", seconds=0)
+    message = boto3_message(fault_proxy.endpoint, url)
+    fault_proxy.fail("ChangeMessageVisibility", "InternalError", status=500)
+    ran = []
+
+    class Probe(MessageHandler):
+        def run(self):
+            ran.append(1)
+
+    # When the consumer loop runs it
+    with Probe(message, sqs_timeout=30, alarm_timeout=10) as handler:
+        handler.run()
+
+    # Then it is a failure of that task, reported as sqsmaster reports queue errors, not a raw
+    # botocore exception out of the with block; the task did not run; no call was retried behind our
+    # back (the extension, then the attempt to hand it back: it comes back after its visibility)
+    assert handler.outcome == "failed"
+    assert isinstance(handler.exception, QueueError)
+    assert ran == []
+    assert fault_proxy.calls["ChangeMessageVisibility"] == 2
