@@ -219,20 +219,26 @@ class SqliteQueue(DurableQueue):
 
     def change_visibility(self, receipt_handle: str, visibility_timeout: int,
                           message_id: str | None = None) -> None:
+        """One UPDATE statement, a transaction of its own: the write lock is held only while SQLite runs it,
+        never across Python code, so a heartbeat slips in between a busy task's own writes."""
         seq = _handle_seq(receipt_handle, message_id)
         now = time.time()
-        with self._transaction() as db:
-            row = db.execute("SELECT message_id, handle, visible_at, lease_started FROM messages WHERE seq = ? "
-                             "AND queue = ?", (seq, self.name)).fetchone()
-            if row is None:
-                raise LeaseLost(message_id, "ReceiptHandleIsInvalid", "the message was deleted or moved")
-            message_id, handle, visible_at, lease_started = row
-            if handle != receipt_handle or visible_at <= now:
-                raise LeaseLost(message_id, "MessageNotInflight", "the message is not in flight for this handle")
-            if now + visibility_timeout - lease_started > MAX_VISIBILITY_TIMEOUT:
-                raise LeaseLost(message_id, "InvalidParameterValue",
-                                f"visibility would pass {MAX_VISIBILITY_TIMEOUT}s since receipt")
-            db.execute("UPDATE messages SET visible_at = ? WHERE seq = ?", (now + visibility_timeout, seq))
+        with self._reading() as db:
+            changed = db.execute(
+                "UPDATE messages SET visible_at = ? WHERE seq = ? AND queue = ? AND handle = ? AND visible_at > ? "
+                "AND ? - lease_started <= ?", (now + visibility_timeout, seq, self.name, receipt_handle, now,
+                                              now + visibility_timeout, MAX_VISIBILITY_TIMEOUT)).rowcount
+            if changed:
+                return
+            row = db.execute("SELECT message_id, handle, visible_at FROM messages WHERE seq = ? AND queue = ?",
+                             (seq, self.name)).fetchone()
+        if row is None:
+            raise LeaseLost(message_id, "ReceiptHandleIsInvalid", "the message was deleted or moved")
+        message_id, handle, visible_at = row
+        if handle != receipt_handle or visible_at <= now:
+            raise LeaseLost(message_id, "MessageNotInflight", "the message is not in flight for this handle")
+        raise LeaseLost(message_id, "InvalidParameterValue",
+                        f"visibility would pass {MAX_VISIBILITY_TIMEOUT}s since receipt")
 
     def delete(self, receipt_handle: str, message_id: str | None = None) -> None:
         """Delete the message; a stale handle (the message was received again) deletes nothing, as on SQS."""
