@@ -147,6 +147,15 @@ class Lease:
             return _resource_queue(self.message, bounded(timeout))
         return None
 
+    def prepare(self, *timeouts: float) -> None:
+        """Make the twin clients for ``call_timeout`` and ``timeouts`` now (the first one a process makes
+        loads botocore's SQS model: about half a second), so no later call waits for that. Never raises."""
+        for timeout in (self.call_timeout, *timeouts):
+            try:
+                self._queue(timeout)
+            except Exception as exc:  # the call itself will fail the same way, and be handled there
+                logger.warning("message %s: could not make a client for heartbeats (%s)", self.message_id, exc)
+
     def change_visibility(self, seconds: int, timeout: float | None = None) -> None:
         """Set the message's visibility; raises LeaseLost when the handle no longer holds it, QueueError else."""
         queue = self._queue(timeout or self.call_timeout)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import http.client
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
@@ -20,13 +21,15 @@ from urllib.parse import parse_qs, urlsplit
 class FaultProxy:
     """``with FaultProxy(target_endpoint) as proxy:`` then point a client at ``proxy.endpoint``.
 
-    ``calls[operation]`` counts the requests of each SQS operation the proxy saw.
+    ``calls[operation]`` counts the requests of each SQS operation the proxy saw;
+    ``times[operation]`` says when each arrived (``time.monotonic()``).
     """
 
     def __init__(self, target: str) -> None:
         parts = urlsplit(target)
         self.target = (parts.hostname or "127.0.0.1", parts.port or 80)
         self.calls: dict[str, int] = {}
+        self.times: dict[str, list[float]] = {}
         self._faults: dict[str, tuple[str, int, set[int]]] = {}
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
@@ -47,6 +50,7 @@ class FaultProxy:
         """Count one call of ``operation``; the (code, status) to answer it with, or None to forward it."""
         with self._lock:
             number = self.calls[operation] = self.calls.get(operation, 0) + 1
+            self.times.setdefault(operation, []).append(time.monotonic())
             fault = self._faults.get(operation)
         if fault is None or (fault[2] and number not in fault[2]):
             return number, None

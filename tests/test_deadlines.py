@@ -239,3 +239,39 @@ def test_the_sigalrm_handler_in_place_before_is_back_after_every_outcome(receive
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+TICK_STORM = """
+import time
+from sqsmaster import MessageHandler, TaskManager
+
+class Spin(MessageHandler):
+    def run(self):
+        end = time.monotonic() + 1
+        while time.monotonic() < end:
+            pass
+
+for attempt in range(5):
+    tm = TaskManager(f"mem://ticks-{attempt}")
+    tm.submit("Spin")
+    _, kwargs, message = next(tm.task_generator(wait_time=0, sqs_timeout=30))
+    started = time.monotonic()
+    with Spin(message, sqs_timeout=3, alarm_timeout=0.001, hard_timeout=60, **kwargs) as handler:
+        handler.run()
+    print(handler.outcome, round(time.monotonic() - started, 3), handler.lease.extensions, flush=True)
+"""
+
+
+def test_a_sigalrm_tick_every_millisecond_never_deadlocks_the_task_on_its_own_wake_up():
+    # Given heartbeats every millisecond: SIGALRM ticks land while the previous tick's handler is still
+    # waking the heartbeat thread (a threading.Event there deadlocked on its own condition)
+    # When five 1 s tasks run, in a process of their own (a deadlock there cannot hang this run)
+    result = subprocess.run([sys.executable, "-c", TICK_STORM], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+    # Then each ran its second and succeeded, with heartbeats all along
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [line.split() for line in result.stdout.splitlines()]
+    assert [outcome for outcome, _, _ in lines] == ["succeeded"] * 5
+    assert all(float(took) < 1 + 1.0 for _, took, _ in lines)  # margin for a loaded 2-core machine
+    assert all(int(extensions) > 0 for _, _, extensions in lines)

@@ -59,8 +59,14 @@ def test_the_task_is_stopped_on_time_and_the_with_block_ends_in_bounded_time_whi
     message = receive(endpoint, url, kind)
     pid_file = tmp_path / "pid"
 
-    # When the server freezes half a second into the task, before its first heartbeat
-    freezer = threading.Timer(0.5, server.send_signal, (signal.SIGSTOP,))
+    # When the server freezes a moment into the task, before its first heartbeat (one second in)
+    def freeze() -> None:
+        while not pid_file.exists() and time.monotonic() - started < 10:
+            time.sleep(0.01)
+        time.sleep(0.2)
+        server.send_signal(signal.SIGSTOP)
+
+    freezer = threading.Thread(target=freeze)
     started = time.monotonic()
     freezer.start()
     try:
@@ -69,7 +75,7 @@ def test_the_task_is_stopped_on_time_and_the_with_block_ends_in_bounded_time_whi
             handler.run()
         elapsed = time.monotonic() - started
     finally:
-        freezer.cancel()
+        freezer.join()
         server.send_signal(signal.SIGCONT)
 
     # Then the task was stopped at its deadline (in process isolation its process is gone), and the

@@ -171,9 +171,16 @@ class SqliteQueue(DurableQueue):
         now = time.time()
         rows = [(self.name, str(uuid.uuid4()), e.body, json.dumps(e.message_attributes) if e.message_attributes
                  else "{}", e.group_id, now, now + (e.delay_seconds or self.options.delay_seconds)) for e in entries]
-        with self._transaction() as db:
-            db.executemany("INSERT INTO messages (queue, message_id, body, message_attributes, group_id, sent_at, "
-                           "visible_at) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+        insert = ("INSERT INTO messages (queue, message_id, body, message_attributes, group_id, sent_at, "
+                  "visible_at) VALUES (?, ?, ?, ?, ?, ?, ?)")
+        if len(rows) == 1:
+            # One statement, a transaction of its own: the write lock is not held across Python code, so a
+            # task submitting in a loop leaves room for its own heartbeats (see change_visibility).
+            with self._reading() as db:
+                db.execute(insert, rows[0])
+        else:
+            with self._transaction() as db:
+                db.executemany(insert, rows)
         return [row[1] for row in rows]
 
 

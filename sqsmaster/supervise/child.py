@@ -259,7 +259,9 @@ class ChildProcess:
             try:
                 self._signal(int(signal.SIGKILL))
                 self.wait(FOREVER)
-            except BaseException as exc:  # noqa: B036 - a signal must not leave the child unreaped
+            except Exception:
+                raise  # an error of ours, not a signal: retrying would not help
+            except BaseException as exc:  # a signal's KeyboardInterrupt, SystemExit...: reap first
                 deferred = deferred or exc
         if deferred is not None:
             raise deferred

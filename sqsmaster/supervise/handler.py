@@ -31,7 +31,7 @@ from ..lease import RELEASE_TIMEOUT, Lease, default_backoff, message_id_of, rece
 from ..limits import MAX_VISIBILITY_TIMEOUT, check_range
 from . import process  # noqa: F401  (registers isolation "process")
 from .heartbeat import Heartbeat
-from .policy import ON_LEASE_LOST, HeartbeatPolicy
+from .policy import ON_LEASE_LOST, HeartbeatPolicy, heartbeat_call_timeout
 from .supervisor import Supervisor, isolation_modes, make_supervisor
 
 logger = logging.getLogger(__name__)
@@ -175,29 +175,39 @@ class MessageHandler:
             self._in_run = False
 
     def __enter__(self) -> "MessageHandler":
+        lease = self._lease = Lease(self._message,
+                                    call_timeout=heartbeat_call_timeout(self.sqs_timeout, self.alarm_timeout))
+        lease.prepare(RELEASE_TIMEOUT)  # its clients are made now, not on the task's clock
         policy = self._policy = HeartbeatPolicy(self.sqs_timeout, self.alarm_timeout, self.hard_timeout,
                                                 on_lease_lost=self.on_lease_lost)
-        lease = self._lease = Lease(self._message, call_timeout=policy.call_timeout)
         supervisor = make_supervisor(self.isolation, policy, self)
         heartbeat = Heartbeat(policy, lease, self.running, supervisor.interrupt)
         supervisor.start(heartbeat)  # ConfigurationError (signal isolation off the main thread) propagates
         self._supervisor, self._heartbeat = supervisor, heartbeat
         try:
-            # Extend before the heartbeat starts, and only when the receive did not already hide the
-            # message long enough: a message that is not ours must not get a heartbeat.
-            if policy.needs_initial_extension(lease.received_visibility, lease.remaining()):
-                lease.take(self.sqs_timeout)
-        except (LeaseLost, QueueError) as exc:
-            # Not ours (or unreachable): the task must not start; run() raises this instead.
-            self._start_error = exc
-            lease.lost = isinstance(exc, LeaseLost)
-            logger.error("message %s: could not take the lease before starting (%s); the task will not run",
-                         self.message_id, exc)
-        else:
-            heartbeat.start()
+            self._take_lease()
+        except BaseException:  # Ctrl-C in the extension: __exit__ will not run, so undo what start() opened
+            self._stop_supervising()
+            raise
         logger.info("message %s: started (attempt %d, isolation %s)", self.message_id,
                     receive_count(self._message), self.isolation)
         return self
+
+    def _take_lease(self) -> None:
+        """Extend before the heartbeat starts, and only when the receive did not already hide the message
+        long enough: a message that is not ours (or an endpoint that does not answer) gets no heartbeat."""
+        assert self._policy is not None and self._lease is not None and self._heartbeat is not None
+        try:
+            if self._policy.needs_initial_extension(self._lease.received_visibility, self._lease.remaining()):
+                self._lease.take(self.sqs_timeout)
+        except (LeaseLost, QueueError) as exc:
+            # Not ours (or unreachable): the task must not start; run() raises this instead.
+            self._start_error = exc
+            self._lease.lost = isinstance(exc, LeaseLost)
+            logger.error("message %s: could not take the lease before starting (%s); the task will not run",
+                         self.message_id, exc)
+        else:
+            self._heartbeat.start()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> bool:

@@ -40,8 +40,10 @@ class Heartbeat:
     ``interrupt(make)`` is called (from the thread) when the task must stop:
     ``running()`` returned False or raised, or the lease was lost and the policy
     says stop. :meth:`wake` is safe to call from a signal handler in the main
-    thread: it only sets an event, which the main thread never holds while a
-    task runs.
+    thread, even one that lands while the same handler is already running there:
+    it only releases a lock (the thread waits by acquiring it), which takes no
+    other lock at the Python level. (``threading.Event.set`` would: a tick landing
+    inside it, holding its condition, deadlocks on the second ``set``.)
     """
 
     def __init__(self, policy: HeartbeatPolicy, lease: Lease, running: Callable[[], bool],
@@ -50,7 +52,9 @@ class Heartbeat:
         self.lease = lease
         self._running = running
         self._interrupt = interrupt
-        self._wake = threading.Event()
+        # A wake-up token: held while there is none; wake() releases it, the thread's acquire takes it.
+        self._wake = threading.Lock()
+        self._wake.acquire()
         self._lock = threading.Lock()
         self._busy = threading.Lock()  # held while a beat is being made (see quiet())
         self._stopped = False
@@ -63,13 +67,16 @@ class Heartbeat:
 
     def wake(self) -> None:
         """Look at the schedule now (a SIGALRM tick, or stop())."""
-        self._wake.set()
+        try:
+            self._wake.release()
+        except RuntimeError:
+            pass  # a wake-up is pending already
 
     def stop(self, timeout: float = JOIN_TIMEOUT) -> None:
         """Make no new call from now on; wait up to ``timeout`` for a call in flight, then abandon it."""
         with self._lock:
             self._stopped = True
-        self._wake.set()
+        self.wake()
         thread = self._thread
         if thread is None:
             return
@@ -94,8 +101,7 @@ class Heartbeat:
             # SIGALRM is for the main thread, whose sleeping or waiting task it must interrupt.
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
         while True:
-            self._wake.wait(self.policy.time_to_beat())
-            self._wake.clear()
+            self._wake.acquire(timeout=self.policy.time_to_beat())
             with self._lock:
                 if self._stopped:
                     return

@@ -35,6 +35,13 @@ MAX_CALL_TIMEOUT = 10.0
 InterruptFactory = Callable[[float], HandlerInterrupt]
 
 
+def heartbeat_call_timeout(sqs_timeout: float, alarm_timeout: float) -> float:
+    """How long one heartbeat call may take: half the lease margin (``sqs_timeout - alarm_timeout``,
+    what a lease has left when a heartbeat is due), within [1, 10] s, so that a failed call leaves
+    time for its retry before the lease runs out."""
+    return min(MAX_CALL_TIMEOUT, max(MIN_CALL_TIMEOUT, (sqs_timeout - alarm_timeout) / 2))
+
+
 class HeartbeatPolicy:
     """When to stop a task and when to extend its lease; one policy for every isolation mode.
 
@@ -88,9 +95,8 @@ class HeartbeatPolicy:
 
     @property
     def call_timeout(self) -> float:
-        """How long one heartbeat call may take: half the lease margin (within [1, 10] s), so a
-        failed call leaves time for its retry before the lease runs out."""
-        return min(MAX_CALL_TIMEOUT, max(MIN_CALL_TIMEOUT, self.lease_margin / 2))
+        """How long one heartbeat call may take (see :func:`heartbeat_call_timeout`)."""
+        return heartbeat_call_timeout(self.sqs_timeout, self.alarm_timeout)
 
     def needs_initial_extension(self, received_visibility: float | None, remaining: float | None) -> bool:
         """True unless the receive already hid the message for ``sqs_timeout`` with time to spare."""
