@@ -275,3 +275,24 @@ def test_a_sigalrm_tick_every_millisecond_never_deadlocks_the_task_on_its_own_wa
     assert [outcome for outcome, _, _ in lines] == ["succeeded"] * 5
     assert all(float(took) < 1 + 1.0 for _, took, _ in lines)  # margin for a loaded 2-core machine
     assert all(int(extensions) > 0 for _, _, extensions in lines)
+
+
+def test_a_ctrl_c_overtaken_by_the_deadline_while_the_task_cleans_up_still_propagates(receive):
+    # Given a task interrupted by Ctrl-C whose clean-up outlasts its hard timeout: the deadline's
+    # interrupt lands inside that clean-up, on top of the KeyboardInterrupt (two signals at once)
+    class SlowCleanUp(MessageHandler):
+        def run(self) -> None:
+            try:
+                raise KeyboardInterrupt
+            finally:
+                spin(1)
+
+    kwargs, message = receive()
+
+    # When the handler runs it, then the Ctrl-C still ends the consumer loop: it is not turned into a
+    # timeout the with block would swallow; the message is released for another worker at once
+    with pytest.raises(KeyboardInterrupt):
+        with SlowCleanUp(message, sqs_timeout=30, alarm_timeout=10, hard_timeout=0.2, **kwargs) as handler:
+            handler.run()
+    assert handler.outcome == "interrupted"
+    assert (Recording.changes, Recording.deletes) == ([0], 0)

@@ -40,6 +40,19 @@ logger = logging.getLogger(__name__)
 DEFAULT_HARD_TIMEOUT = 4 * 60 * 60
 
 
+def _overtaken(interrupt: HandlerInterrupt) -> BaseException | None:
+    """A KeyboardInterrupt, SystemExit or the worker's shutdown that ``interrupt`` was raised on top of
+    (the two signals came together: a tick landed while the task unwound from a Ctrl-C), else None."""
+    seen: set[int] = set()
+    context = interrupt.__context__
+    while context is not None and id(context) not in seen:
+        if not isinstance(context, (Exception, HandlerInterrupt)):
+            return context
+        seen.add(id(context))
+        context = context.__context__
+    return None
+
+
 def _supervised(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     def run(self: "MessageHandler", *args: Any, **kwargs: Any) -> Any:
@@ -226,6 +239,8 @@ class MessageHandler:
             logger.warning("message %s: %s during the task; released for another worker",
                            self.message_id, type(error).__name__)
             self._lease.release(0, timeout=RELEASE_TIMEOUT)
+            if error is not exc:  # a Ctrl-C that an interrupt overtook on its way out: the Ctrl-C goes on
+                raise error
             return False
         self.outcome = ("timed out" if isinstance(error, HardTimeoutExceeded)
                         else "stuck" if isinstance(error, TaskStuck)
@@ -257,7 +272,7 @@ class MessageHandler:
         if exc is not None and not isinstance(exc, (Exception, HandlerInterrupt)):
             return exc
         if isinstance(exc, HandlerInterrupt):
-            return exc
+            return _overtaken(exc) or exc
         interrupt = self._policy.interrupt()
         if interrupt is not None:
             if exc is not None:
