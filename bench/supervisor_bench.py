@@ -139,6 +139,8 @@ def overshoot_rows(runs: int, hard: float, c_late: float, old_c_runs: int) -> li
         cases.append(("sqstaskmaster", f"C call ({1 + c_late:.0f} s)",
                       lambda: overshoot_sqstaskmaster(c_call, n_late, 1), old_c_runs))
     for supervisor, task, measure, count in cases:
+        if not count:
+            continue
         samples = [measure() for _ in range(count)]
         rows.append(f"{supervisor:<19} {task:<13} {count:>4} {summary(samples)}")
         print(rows[-1], flush=True)

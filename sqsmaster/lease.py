@@ -4,8 +4,9 @@ A lease is the time SQS keeps a message hidden for us. :class:`Lease` extends it
 (never past SQS's 12-hour cap counted from receipt), notices when it is lost, and
 hands the message back. Every call it makes is bounded: it goes through the
 queue's ``heartbeat_queue(timeout)``, a twin with a client (or connection) of its
-own whose connect and read timeouts are each half of ``timeout`` and which makes
-no hidden retries, so no network state can hold a caller longer than that.
+own that waits at most ``timeout`` for an answer (half that to connect; a bounded
+busy wait for sqlite://) and makes no hidden retries, so no network state can hold
+a caller much longer than that.
 
 A message is treated strictly as a boto3 ``sqs.Message``: ``body``, ``attributes``,
 ``message_attributes``, ``message_id``, ``receipt_handle``, ``change_visibility``,

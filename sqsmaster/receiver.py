@@ -19,7 +19,7 @@ from .consumer import queue_is_empty
 from .errors import LEASE_LOST_CODES, QueueDoesNotExist, QueueError
 from .lease import RELEASE_TIMEOUT, bounded
 from .limits import MAX_BATCH_ENTRIES, MAX_RECEIVE_MESSAGES, MAX_VISIBILITY_TIMEOUT
-from .supervise.policy import HEARTBEAT_RETRY_DELAY, MAX_CALL_TIMEOUT, MIN_CALL_TIMEOUT
+from .supervise.policy import HEARTBEAT_RETRY_DELAY, heartbeat_call_timeout
 
 logger = logging.getLogger("sqsmaster.worker")
 
@@ -138,8 +138,8 @@ class PendingLeases:
                  should_release: Callable[[], bool] = lambda: False) -> None:
         self.visibility_timeout = visibility_timeout
         self.period = period
-        #: Bound on one batch call (s): half of what a lease has left at a heartbeat, as for a running task.
-        self.call_timeout = min(MAX_CALL_TIMEOUT, max(MIN_CALL_TIMEOUT, (visibility_timeout - period) / 2))
+        #: Bound on one batch call (s): what a lease has left at a heartbeat, as for a running task.
+        self.call_timeout = heartbeat_call_timeout(visibility_timeout, period)
         self._should_release = should_release
         self._messages: list[Message] = []
         self._lock = threading.Lock()

@@ -131,8 +131,9 @@ def test_the_initial_extension_is_skipped_only_when_the_receive_already_hid_the_
     assert policy(Clock()).needs_initial_extension(received, remaining) is needed
 
 
-@pytest.mark.parametrize("sqs_timeout, alarm_timeout, bound", [(30, 10, 10.0), (12, 6, 3.0), (3, 1.5, 1.0)])
-def test_a_heartbeat_call_is_bounded_by_half_the_lease_margin(sqs_timeout, alarm_timeout, bound):
+@pytest.mark.parametrize("sqs_timeout, alarm_timeout, bound", [(30, 10, 10.0), (12, 6, 6.0), (3, 1.5, 1.5),
+                                                              (2, 0.9, 1.1), (1.5, 0.2, 1.3)])
+def test_a_heartbeat_call_is_bounded_by_the_lease_margin(sqs_timeout, alarm_timeout, bound):
     assert policy(Clock(), sqs_timeout, alarm_timeout).call_timeout == bound
 
 

@@ -103,11 +103,11 @@ def _make_client(session: Any, url: str, read_timeout: float, max_pool_connectio
 
 
 def bounded_config(timeout: float) -> Any:
-    """Client settings under which one call takes at most about ``timeout`` seconds: half of it to
-    connect, half to read, and no hidden retries (the caller decides when to try again)."""
+    """Client settings under which one call waits at most ``timeout`` seconds for an answer (the read
+    timeout) and half that to connect, with no hidden retries (the caller decides when to try again)."""
     from botocore.config import Config
 
-    return Config(connect_timeout=timeout / 2, read_timeout=timeout / 2,
+    return Config(connect_timeout=timeout / 2, read_timeout=timeout,
                   retries={"mode": "standard", "total_max_attempts": 1})
 
 
@@ -223,7 +223,7 @@ class SqsQueue(QueueBackend):
             client = (make_client(self.url, read_timeout=10, twin=True) if self._owns_client
                       else twin_client(self.client))
         elif self._owns_client:
-            client = make_client(self.url, connect_timeout=timeout / 2, read_timeout=timeout / 2, max_attempts=1,
+            client = make_client(self.url, connect_timeout=timeout / 2, read_timeout=timeout, max_attempts=1,
                                  twin=True)
         else:
             client = twin_client(self.client, timeout)

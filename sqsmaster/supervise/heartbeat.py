@@ -11,13 +11,16 @@ It wakes on its own schedule (the policy's next heartbeat), so it beats between
 ``__enter__`` and ``run()`` and in ``__exit__`` too; in signal isolation every
 SIGALRM tick wakes it as well. :meth:`Heartbeat.stop` is bounded: a thread stuck
 in a call on an endpoint that does not answer is abandoned (a daemon), starts
-no call after the stop, and its late result is ignored.
+no call after the stop, and its late result is ignored. The process keeps its
+heartbeat threads for the next handler: starting one per handler (and waiting
+for it to be scheduled) cost a no-op task ten times its supervision.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import threading
 from typing import Callable, Iterator
@@ -28,14 +31,72 @@ from .policy import HeartbeatPolicy, InterruptFactory
 
 logger = logging.getLogger(__name__)
 
-#: How long stop() waits for the thread (s); a call still in flight after that is abandoned.
+#: How long stop() waits for a call in flight (s); after that the call is abandoned.
 JOIN_TIMEOUT = 0.5
 #: How long a fork waits for the thread to finish the heartbeat it is making (s).
 QUIET_TIMEOUT = 1.0
 
 
+class _Runner:
+    """A daemon thread that runs heartbeat loops one after another, idle in between: a handler that
+    lasts a millisecond must not pay for starting a thread (and waiting for it to be scheduled)."""
+
+    def __init__(self, pool: "_Runners") -> None:
+        self._pool = pool
+        self._job: Callable[[], None] | None = None
+        self._given = threading.Lock()  # a token: released when a job is given
+        self._given.acquire()
+        threading.Thread(target=self._serve, name="sqsmaster-heartbeat", daemon=True).start()
+
+    def give(self, job: Callable[[], None]) -> None:
+        self._job = job
+        self._given.release()
+
+    def _serve(self) -> None:
+        if hasattr(signal, "pthread_sigmask"):
+            # SIGALRM is for the main thread, whose sleeping or waiting task it must interrupt.
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+        while True:
+            self._given.acquire()
+            job, self._job = self._job, None
+            try:
+                if job is not None:
+                    job()
+            except BaseException:  # never die with a job half done: the next handler would wait in vain
+                logger.exception("heartbeat thread: a heartbeat loop failed")
+            self._pool.idle(self)
+
+
+class _Runners:
+    """The process's heartbeat threads: an idle one takes the next loop, a new one starts when none is
+    idle (the first handler, or while an abandoned call keeps one busy)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._idle: list[_Runner] = []
+
+    def run(self, job: Callable[[], None]) -> None:
+        with self._lock:
+            runner = self._idle.pop() if self._idle else None
+        (runner or _Runner(self)).give(job)
+
+    def idle(self, runner: _Runner) -> None:
+        with self._lock:
+            self._idle.append(runner)
+
+    def forget(self) -> None:
+        """In a forked child: the threads stayed in the parent."""
+        self._lock = threading.Lock()
+        self._idle = []
+
+
+_RUNNERS = _Runners()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_RUNNERS.forget)
+
+
 class Heartbeat:
-    """A thread that extends ``lease`` on ``policy``'s schedule and asks ``running()`` at each beat.
+    """Extends ``lease`` on ``policy``'s schedule and asks ``running()`` at each beat, on a thread.
 
     ``interrupt(make)`` is called (from the thread) when the task must stop:
     ``running()`` returned False or raised, or the lease was lost and the policy
@@ -58,12 +119,11 @@ class Heartbeat:
         self._lock = threading.Lock()
         self._busy = threading.Lock()  # held while a beat is being made (see quiet())
         self._stopped = False
-        self._thread: threading.Thread | None = None
+        self._in_call = False
+        self._call_done = threading.Event()
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name=f"sqsmaster-heartbeat-{self.lease.message_id}",
-                                        daemon=True)
-        self._thread.start()
+        _RUNNERS.run(self._run)
 
     def wake(self) -> None:
         """Look at the schedule now (a SIGALRM tick, or stop())."""
@@ -76,12 +136,9 @@ class Heartbeat:
         """Make no new call from now on; wait up to ``timeout`` for a call in flight, then abandon it."""
         with self._lock:
             self._stopped = True
+            in_call = self._in_call
         self.wake()
-        thread = self._thread
-        if thread is None:
-            return
-        thread.join(timeout)
-        if thread.is_alive():
+        if in_call and not self._call_done.wait(timeout):
             logger.warning("message %s: a heartbeat call still in flight after %.1fs is abandoned; "
                            "its result will be ignored", self.lease.message_id, timeout)
 
@@ -97,25 +154,25 @@ class Heartbeat:
                 self._busy.release()
 
     def _run(self) -> None:
-        if hasattr(signal, "pthread_sigmask"):
-            # SIGALRM is for the main thread, whose sleeping or waiting task it must interrupt.
-            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
         while True:
             self._wake.acquire(timeout=self.policy.time_to_beat())
-            with self._lock:
+            with self._lock:  # the lock stop() takes: no call starts once it said stop
                 if self._stopped:
                     return
-            if not self.policy.beat_due():
-                continue
-            with self._busy:
-                with self._lock:  # checked again under the lock stop() takes: no call starts after stop()
-                    if self._stopped:
-                        return
-                try:
+                if not self.policy.beat_due():
+                    continue
+                self._in_call = True
+                self._call_done.clear()
+            try:
+                with self._busy:
                     self._beat()
-                except Exception:  # a bug here must not end the heartbeats silently
-                    logger.exception("message %s: heartbeat failed", self.lease.message_id)
-                    self.policy.beat_done(False)
+            except Exception:  # a bug here must not end the heartbeats silently
+                logger.exception("message %s: heartbeat failed", self.lease.message_id)
+                self.policy.beat_done(False)
+            finally:
+                with self._lock:
+                    self._in_call = False
+                self._call_done.set()
 
     def _beat(self) -> None:
         ok = False
