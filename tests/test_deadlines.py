@@ -78,8 +78,10 @@ def test_thousands_of_tasks_ending_within_a_millisecond_of_their_deadline_never_
     assert summary["succeeded_not_deleted"] == []
     assert summary["timed_out_not_handed_back"] == []
     assert summary["deleted_after_timeout"] == []
-    # both sides of the deadline were hit, so the race was exercised
-    assert summary["outcomes"].get("timed out", 0) > 200 and summary["outcomes"].get("succeeded", 0) > 200
+    # both sides of the deadline were hit, so the race was exercised (about half and half on a quiet
+    # machine; on a loaded one the process is often descheduled across the deadline, and a tick waiting
+    # when it resumes wins: 194 successes in a run at load 14)
+    assert summary["outcomes"].get("timed out", 0) > 20 and summary["outcomes"].get("succeeded", 0) > 20
 
 
 class RetriesAfterAnyError(MessageHandler):
@@ -210,7 +212,8 @@ def test_a_handler_unit_test_with_a_mock_message_runs_through(make_message, hand
     message = make_message()
 
     # When the handler runs it
-    with handler_class(message, sqs_timeout=30, alarm_timeout=10, hard_timeout=0.5, how=how) as handler:
+    # (a 1.5 s hard timeout: forking and reaping a task process took more than 0.5 s at load 14)
+    with handler_class(message, sqs_timeout=30, alarm_timeout=10, hard_timeout=1.5, how=how) as handler:
         handler.run()
 
     # Then the outcome is right, and the message saw the calls a boto3 message would: hidden for
