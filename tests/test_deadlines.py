@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from unittest.mock import MagicMock, Mock, call
@@ -299,3 +300,46 @@ def test_a_ctrl_c_overtaken_by_the_deadline_while_the_task_cleans_up_still_propa
             handler.run()
     assert handler.outcome == "interrupted"
     assert (Recording.changes, Recording.deletes) == ([0], 0)
+
+
+class HangingQueue(LocalQueue):
+    """A LocalQueue whose first visibility change hangs until the test lets it go (an endpoint that
+    stopped answering mid-call); records when each change started."""
+
+    started: list[float] = []
+    let_go = threading.Event()
+
+    def change_visibility(self, receipt_handle, visibility_timeout, message_id=None):
+        HangingQueue.started.append(time.monotonic())
+        if len(HangingQueue.started) == 1:
+            HangingQueue.let_go.wait(30)
+        super().change_visibility(receipt_handle, visibility_timeout, message_id)
+
+
+def test_a_heartbeat_call_that_hangs_is_abandoned_and_no_call_starts_after_the_with_block():
+    # Given a task whose first heartbeat (0.1 s in) hangs in its call
+    HangingQueue.started, HangingQueue.let_go = [], threading.Event()
+    tm = TaskManager("mem://hanging", queue_constructor=HangingQueue)
+    tm.submit("T")
+    _, kwargs, message = next(tm.task_generator(wait_time=0, sqs_timeout=30))
+
+    class Spins(MessageHandler):
+        def run(self) -> None:
+            spin(5)
+
+    # When its 0.5 s hard timeout passes
+    started = time.monotonic()
+    try:
+        with Spins(message, sqs_timeout=3, alarm_timeout=0.1, hard_timeout=0.5, **kwargs) as handler:
+            handler.run()
+        ended = time.monotonic()
+    finally:
+        HangingQueue.let_go.set()
+    time.sleep(0.5)  # five heartbeat periods: a heartbeat thread still alive would start calls here
+
+    # Then the task stopped on time, the with block waited half a second for the hung call and went on
+    # (the message handed back through a call of its own), and no heartbeat call started afterwards
+    assert handler.outcome == "timed out"
+    assert ended - started < 0.5 + 0.5 + 1.0  # deadline + the bounded wait; margin for a loaded machine
+    assert len(HangingQueue.started) == 2  # the hung heartbeat, then the hand-back
+    assert all(at < ended for at in HangingQueue.started)

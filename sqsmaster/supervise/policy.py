@@ -76,9 +76,6 @@ class HeartbeatPolicy:
 
     # -- time -----------------------------------------------------------------------------------
 
-    def now(self) -> float:
-        return self._clock()
-
     def elapsed(self) -> float:
         return self._clock() - self.started_at
 
@@ -87,11 +84,6 @@ class HeartbeatPolicy:
         return self.deadline - self._clock()
 
     # -- the lease --------------------------------------------------------------------------------
-
-    @property
-    def lease_margin(self) -> float:
-        """Seconds a lease has left when the next heartbeat is due (after a successful one)."""
-        return self.sqs_timeout - self.alarm_timeout
 
     @property
     def call_timeout(self) -> float:
