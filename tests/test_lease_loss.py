@@ -66,10 +66,12 @@ def test_on_lease_lost_stop_kills_the_task_at_message_not_inflight(make_queue, f
     # When the task runs with heartbeats every 0.3 s
     with StopOnLoss(message, sqs_timeout=30, alarm_timeout=0.3, seconds=30) as handler:
         handler.run()
+    ended = time.monotonic()
 
-    # Then it is stopped at that heartbeat (runtime: from the start of supervision to the task process
-    # reaped), reported, and neither deleted nor released (it is not ours)
-    assert handler.runtime < 1.5
+    # Then it is stopped at that heartbeat (its process reaped within a second of the answer; the
+    # heartbeat's own timing is the server's and the machine's), reported, and neither deleted nor
+    # released (it is not ours)
+    assert ended - fault_proxy.times["ChangeMessageVisibility"][1] < 1.0
     assert handler.outcome == "lease lost"
     assert isinstance(handler.notified[0], TaskAbandoned)
     assert fault_proxy.calls["ChangeMessageVisibility"] == 2
@@ -98,7 +100,7 @@ def test_a_heartbeat_network_error_is_retried_before_the_lease_runs_out(make_que
     assert queue_counts(sqs_client, url) == (0, 0, 0)
 
 
-def test_on_lease_lost_stop_works_in_signal_isolation_too(make_queue, sqs_client):
+def test_on_lease_lost_stop_works_in_signal_isolation_too(make_queue, sqs_client, caplog):
     class PythonLoop(MessageHandler):
         on_lease_lost = "stop"
 
@@ -110,9 +112,13 @@ def test_on_lease_lost_stop_works_in_signal_isolation_too(make_queue, sqs_client
     TaskManager(url).submit("PythonLoop")
     kwargs, message = receive_one(url, sqs_timeout=5)
     sqs_client.delete_message(QueueUrl=url, ReceiptHandle=message.receipt_handle)
-    with PythonLoop(message, sqs_timeout=5, alarm_timeout=0.3, hard_timeout=30, **kwargs) as handler:
-        handler.run()
-    assert handler.runtime < 1.0  # stopped at the first heartbeat, 0.3 s in; margin for a loaded machine
+    with caplog.at_level(logging.ERROR):
+        with PythonLoop(message, sqs_timeout=5, alarm_timeout=0.3, hard_timeout=30, **kwargs) as handler:
+            handler.run()
+    ended = time.time()
+    # stopped at the heartbeat that found the loss: within a second of it (margin for a loaded machine)
+    (lost,) = [r for r in caplog.records if "LEASE LOST" in r.getMessage()]
+    assert ended - lost.created < 1.0
     assert handler.outcome == "lease lost"
     assert isinstance(handler.exception, TaskAbandoned)
 
