@@ -39,7 +39,7 @@ DEFAULT_CALL_TIMEOUT = 10.0
 RELEASE_TIMEOUT = 1.0
 #: The bounds a twin is made for (s): a call's bound is rounded down to one of them, so a worker
 #: keeps a handful of twin clients, not one per distinct timeout.
-CALL_TIMEOUT_STEPS = (1.0, 2.0, 5.0, 10.0)
+CALL_TIMEOUT_STEPS = (1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0)
 
 
 def default_backoff(receive_count: int) -> int:
