@@ -1,6 +1,6 @@
 """Supervisor benchmark: how late a hard timeout stops a task, and what process isolation costs per task.
 
-    python bench/supervisor_bench.py            # about 2 minutes; 127.0.0.1 only
+    python bench/supervisor_bench.py            # about 6 minutes; 127.0.0.1 only
     python bench/supervisor_bench.py --quick    # a smoke run (3 runs each, no moto)
 
 1. Hard-timeout overshoot (deadline -> task gone: the ``with`` block has exited and,
@@ -9,7 +9,12 @@
    (signal and process isolation) and sqstaskmaster 0.0.11. sqstaskmaster cannot stop
    the C call: its C call is sized to end about ``--c-late`` seconds past the deadline,
    so its row says how late it was (the whole C call), not when it would have stopped.
-2. Per-task overhead: no-op tasks per second and client CPU per task, signal vs process,
+2. The same on SQS over HTTP (a moto server process), with the endpoint answering and
+   with it frozen (SIGSTOP, as a network partition looks to a client) half a second into
+   the task, before its first heartbeat. sqstaskmaster's heartbeat then waits in its
+   SIGALRM handler for botocore's timeouts and retries; the server is thawed after
+   ``--thaw-after`` seconds so its rows end at all.
+3. Per-task overhead: no-op tasks per second and client CPU per task, signal vs process,
    on LocalQueue (``mem://``, the supervisor's own cost) and on moto over HTTP.
 """
 
@@ -19,9 +24,14 @@ import argparse
 import logging
 import os
 import resource
+import signal
+import socket
 import statistics
+import subprocess
 import sys
+import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Callable
 
@@ -82,7 +92,8 @@ def overshoot_sqsmaster(handler: type, fn: Callable, n: int, hard_timeout: float
     return time.monotonic() - started - hard_timeout
 
 
-def overshoot_sqstaskmaster(fn: Callable, n: int, hard_timeout: int) -> float:
+def old_handler(fn: Callable, n: int) -> type:
+    """A sqstaskmaster 0.0.11 handler running ``fn(n)``."""
     from sqstaskmaster.message_handler import MessageHandler as OldHandler
 
     class Old(OldHandler):
@@ -95,9 +106,13 @@ def overshoot_sqstaskmaster(fn: Callable, n: int, hard_timeout: int) -> float:
         def notify(self, exception: BaseException, context: Any = None) -> None:
             pass
 
+    return Old
+
+
+def overshoot_sqstaskmaster(fn: Callable, n: int, hard_timeout: int) -> float:
     _, message = receive()
     started = time.monotonic()
-    with Old(message, sqs_timeout=60, alarm_timeout=1, hard_timeout=hard_timeout) as h:
+    with old_handler(fn, n)(message, sqs_timeout=60, alarm_timeout=1, hard_timeout=hard_timeout) as h:
         h.run()
     return time.monotonic() - started - hard_timeout
 
@@ -124,9 +139,104 @@ def overshoot_rows(runs: int, hard: float, c_late: float, old_c_runs: int) -> li
         cases.append(("sqstaskmaster", f"C call ({1 + c_late:.0f} s)",
                       lambda: overshoot_sqstaskmaster(c_call, n_late, 1), old_c_runs))
     for supervisor, task, measure, count in cases:
+        if not count:
+            continue
         samples = [measure() for _ in range(count)]
         rows.append(f"{supervisor:<19} {task:<13} {count:>4} {summary(samples)}")
         print(rows[-1], flush=True)
+    return rows
+
+
+#: The SQS-over-HTTP overshoot runs: hard timeout, heartbeat period, visibility (s), and when the endpoint freezes.
+NET_HARD, NET_ALARM, NET_VISIBILITY, FREEZE_AT = 2.0, 1.0, 4, 0.5
+
+
+class MotoProcess:
+    """moto's server in a process of its own, so it can be frozen (SIGSTOP) like a network partition."""
+
+    def __enter__(self) -> "MotoProcess":
+        for variable, value in (("AWS_ACCESS_KEY_ID", "bench"), ("AWS_SECRET_ACCESS_KEY", "bench"),
+                                ("AWS_DEFAULT_REGION", "us-east-1")):
+            os.environ.setdefault(variable, value)  # moto checks none; boto3 wants some to sign with
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        import boto3
+
+        self.client = boto3.client("sqs", endpoint_url=self.endpoint, region_name="us-east-1")
+        return self
+
+    def signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.process.send_signal(signal.SIGCONT)
+        self.process.kill()
+        self.process.wait()
+
+
+def network_overshoot(moto: MotoProcess, who: str, frozen: bool, thaw_after: float) -> float:
+    """One run on a fresh queue: seconds from the hard timeout to the end of the with block."""
+    url = moto.client.create_queue(QueueName=f"overshoot-{uuid.uuid4().hex[:8]}",
+                                   Attributes={"VisibilityTimeout": str(NET_VISIBILITY)})["QueueUrl"]
+    TaskManager(url).submit("Bench")
+    if who == "sqstaskmaster":
+        import boto3
+
+        queue = boto3.resource("sqs", endpoint_url=moto.endpoint, region_name="us-east-1").Queue(url)
+        (message,) = queue.receive_messages(AttributeNames=["All"], WaitTimeSeconds=1)
+        handler = old_handler(python_loop, 0)(message, sqs_timeout=NET_VISIBILITY, alarm_timeout=int(NET_ALARM),
+                                              hard_timeout=int(NET_HARD))
+    else:
+        _, _, message = next(TaskManager(url).task_generator(wait_time=1, sqs_timeout=NET_VISIBILITY))
+        kind, fn, n = (ProcessTask, c_call, HUGE) if who == "sqsmaster process" else (SignalTask, python_loop, 0)
+        handler = kind(message, sqs_timeout=NET_VISIBILITY, alarm_timeout=NET_ALARM, hard_timeout=NET_HARD, fn=fn, n=n)
+    timers = [threading.Timer(FREEZE_AT, moto.signal, (signal.SIGSTOP,)),
+              threading.Timer(thaw_after, moto.signal, (signal.SIGCONT,))] if frozen else []
+    started = time.monotonic()
+    for timer in timers:
+        timer.start()
+    try:
+        with handler:
+            handler.run()
+        return time.monotonic() - started - NET_HARD
+    finally:
+        for timer in timers:
+            timer.cancel()
+        moto.signal(signal.SIGCONT)
+
+
+def network_rows(runs: int, old_frozen_runs: int, thaw_after: float) -> list[str]:
+    rows = []
+    who = ["sqsmaster signal", "sqsmaster process"]
+    try:
+        import sqstaskmaster  # noqa: F401
+    except ImportError:
+        print("sqstaskmaster is not installed (pip install -r bench/requirements.txt): its rows are skipped")
+    else:
+        who.append("sqstaskmaster")
+    tasks = {"sqsmaster signal": "Python loop", "sqsmaster process": "C call", "sqstaskmaster": "Python loop"}
+    with MotoProcess() as moto:
+        for frozen in (False, True):
+            for name in who:
+                count = old_frozen_runs if frozen and name == "sqstaskmaster" else runs
+                if not count:
+                    continue
+                samples = [network_overshoot(moto, name, frozen, thaw_after) for _ in range(count)]
+                endpoint = f"frozen (thawed at {thaw_after:.0f} s)" if frozen and name == "sqstaskmaster" else (
+                    "frozen" if frozen else "answering")
+                rows.append(f"{name:<19} {tasks[name]:<13} {endpoint:<24} {count:>4} {summary(samples)}")
+                print(rows[-1], flush=True)
     return rows
 
 
@@ -180,19 +290,29 @@ def main() -> None:
     parser.add_argument("--c-late", type=float, default=3.0,
                         help="sqstaskmaster's C call ends this many seconds past its 1 s deadline")
     parser.add_argument("--old-c-runs", type=int, default=5, help="runs of sqstaskmaster's C call (each ~4 s)")
+    parser.add_argument("--net-runs", type=int, default=10, help="runs per SQS-over-HTTP overshoot row (0: skip)")
+    parser.add_argument("--old-frozen-runs", type=int, default=3, help="runs of sqstaskmaster on a frozen endpoint")
+    parser.add_argument("--thaw-after", type=float, default=30.0,
+                        help="a frozen endpoint answers again after this many seconds (for sqstaskmaster's rows)")
     parser.add_argument("--tasks", type=int, default=500, help="no-op tasks per mode on mem://")
     parser.add_argument("--moto-tasks", type=int, default=100, help="no-op tasks per mode on moto (0: skip)")
     parser.add_argument("--quick", action="store_true", help="3 runs each, 50 no-op tasks, no moto")
     args = parser.parse_args()
     logging.basicConfig(level=logging.CRITICAL)  # every run fails on purpose: keep the table readable
     if args.quick:
-        args.runs, args.old_c_runs, args.tasks, args.moto_tasks = 3, 1, 50, 0
+        args.runs, args.old_c_runs, args.tasks, args.moto_tasks, args.net_runs = 3, 1, 50, 0, 0
     started = time.monotonic()
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start")
     print(f"\nHard-timeout overshoot, deadline -> task gone (sqsmaster hard_timeout={args.hard_timeout}s, "
           f"kill_grace=5s; sqstaskmaster hard_timeout=1, alarm_timeout=1)")
     print(f"{'supervisor':<19} {'task':<13} {'runs':>4} {'p50 ms':>9} {'max ms':>9}")
     overshoot_rows(args.runs, args.hard_timeout, args.c_late, args.old_c_runs)
+    if args.net_runs:
+        print(f"\nHard-timeout overshoot on SQS over HTTP (a moto server process; hard_timeout={NET_HARD:.0f}s, "
+              f"heartbeat every {NET_ALARM:.0f}s, visibility {NET_VISIBILITY}s, kill_grace=5s; frozen: SIGSTOP "
+              f"{FREEZE_AT}s into the task)")
+        print(f"{'supervisor':<19} {'task':<13} {'endpoint':<24} {'runs':>4} {'p50 ms':>9} {'max ms':>9}")
+        network_rows(args.net_runs, args.old_frozen_runs, args.thaw_after)
     print("\nPer-task overhead, no-op tasks (receive, supervise, delete)")
     print(f"{'backend':<10} {'mode':<8} {'tasks':>5} {'tasks/s':>10} {'CPU ms/task':>10}")
     throughput_rows(args.tasks, args.moto_tasks)

@@ -22,11 +22,11 @@ from .errors import (
     TaskStuck,
     UnknownTask,
 )
-from .handler import MessageHandler
 from .manager import TaskManager
 from .producer import Task
 from .registry import Registry, load_tasks, task
 from .retry import Retry, RetryPolicy, exponential, fixed, linear
+from .supervise import MessageHandler
 from .worker import Worker
 
 __version__ = "0.1.0"

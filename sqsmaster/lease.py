@@ -1,29 +1,45 @@
-"""The lease on a received message, and the heartbeat/timeout policy both isolation modes share.
+"""The lease on a received message: extend it, hand it back, delete it, and notice when it is lost.
 
-A lease is the time SQS keeps a message hidden for us. :class:`Lease` extends
-it (never past SQS's 12-hour cap counted from receipt), notices when it is lost,
-and hands the message back. :class:`HeartbeatPolicy` decides, at each tick,
-whether the task is past its hard timeout, stuck, or due a heartbeat; the
-signal supervisor calls it from SIGALRM, the process supervisor from its loop.
+A lease is the time SQS keeps a message hidden for us. :class:`Lease` extends it
+(never past SQS's 12-hour cap counted from receipt), notices when it is lost, and
+hands the message back. Every call it makes is bounded: it goes through the
+queue's ``heartbeat_queue(timeout)``, a twin with a client (or connection) of its
+own that waits at most ``timeout`` for an answer (half that to connect; a bounded
+busy wait for sqlite://) and makes no hidden retries, so no network state can hold
+a caller much longer than that.
+
+A message is treated strictly as a boto3 ``sqs.Message``: ``body``, ``attributes``,
+``message_attributes``, ``message_id``, ``receipt_handle``, ``change_visibility``,
+``delete``. sqsmaster's own extras (``queue``, ``received_at``, ``visibility_timeout``)
+are used only when they have the right type, so a ``unittest.mock.Mock()`` works too.
+A boto3 resource message (``boto3.resource("sqs")``) is called through a twin of its
+client with the same bounded timeouts.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
+import weakref
+from collections.abc import Mapping
 from typing import Any, Callable
 
-from .errors import LEASE_LOST_CODES, ConfigurationError, HardTimeoutExceeded, LeaseLost, TaskAbandoned, TaskStuck
+from .backends import QueueBackend
+from .errors import LEASE_LOST_CODES, LeaseLost, QueueError
 from .limits import MAX_VISIBILITY_TIMEOUT
 
 logger = logging.getLogger(__name__)
 
 #: Longest retry backoff: SQS's longest per-message delay.
 MAX_BACKOFF = 900
-#: After a failed heartbeat, try again this soon (seconds) instead of a full alarm period.
-HEARTBEAT_RETRY_DELAY = 1.0
-#: What a task does once its lease is lost: run on to its end, or be stopped.
-ON_LEASE_LOST = ("continue", "stop")
+#: Bound (s) on one lease call made outside a handler (rejects, delays, dead letters).
+DEFAULT_CALL_TIMEOUT = 10.0
+#: Bound (s) on handing a message back when a task ends: the ``with`` block must end soon after a deadline.
+RELEASE_TIMEOUT = 1.0
+#: The bounds a twin is made for (s): a call's bound is rounded down to one of them, so a worker
+#: keeps a handful of twin clients, not one per distinct timeout.
+CALL_TIMEOUT_STEPS = (1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0)
 
 
 def default_backoff(receive_count: int) -> int:
@@ -31,66 +47,142 @@ def default_backoff(receive_count: int) -> int:
     return int(min(2 ** max(receive_count - 1, 0), MAX_BACKOFF))
 
 
+def system_attributes(message: Any) -> Mapping[str, Any]:
+    """The message's ``attributes`` when it is a mapping (a Mock's is not), else an empty dict."""
+    attributes = getattr(message, "attributes", None)
+    return attributes if isinstance(attributes, Mapping) else {}
+
+
 def receive_count(message: Any) -> int:
     """The message's ``ApproximateReceiveCount`` (1 when unknown)."""
+    value = system_attributes(message).get("ApproximateReceiveCount", 1)
     try:
-        return int((getattr(message, "attributes", None) or {}).get("ApproximateReceiveCount", 1))
-    except (TypeError, ValueError):
+        return max(int(value), 1) if isinstance(value, (str, int)) else 1
+    except ValueError:
         return 1
+
+
+def message_id_of(message: Any) -> str | None:
+    """The message's id as a string (None when it has none)."""
+    value = getattr(message, "message_id", None)
+    return value if value is None or isinstance(value, str) else str(value)
+
+
+def bounded(timeout: float) -> float:
+    """``timeout`` rounded down to one of :data:`CALL_TIMEOUT_STEPS` (the smallest at least)."""
+    return max([step for step in CALL_TIMEOUT_STEPS if step <= timeout] or [CALL_TIMEOUT_STEPS[0]])
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _is_boto3_resource(message: Any) -> bool:
+    try:
+        from boto3.resources.base import ServiceResource
+    except ImportError:  # pragma: no cover - boto3 is a dependency
+        return False
+    return isinstance(message, ServiceResource)
+
+
+_twin_lock = threading.Lock()
+_resource_twins: "weakref.WeakKeyDictionary[Any, dict[float, Any]]" = weakref.WeakKeyDictionary()
+
+
+def _resource_queue(message: Any, timeout: float) -> QueueBackend:
+    """A bounded SqsQueue on the queue of a boto3 resource message, through a twin of its client."""
+    from .backends.sqs import SqsQueue, twin_client
+
+    client = message.meta.client
+    with _twin_lock:
+        twins = _resource_twins.setdefault(client, {})
+        if timeout not in twins:
+            twins[timeout] = twin_client(client, timeout)
+        twin = twins[timeout]
+    return SqsQueue(message.queue_url, twin)
+
+
+def _as_queue_error(exc: Exception, message_id: str | None, operation: str) -> QueueError:
+    """An error raised by a message's own method, as the backends raise it (LeaseLost or QueueError)."""
+    if isinstance(exc, QueueError):
+        return exc
+    code = (getattr(exc, "response", None) or {}).get("Error", {}).get("Code")
+    if code in LEASE_LOST_CODES:
+        return LeaseLost(message_id, str(code), str(exc))
+    return QueueError(f"message {message_id}: {operation} failed: {type(exc).__name__}: {exc}")
 
 
 class Lease:
     """Our hold on one message: extend, release, delete; remembers whether it was lost.
 
-    ``message`` is a sqsmaster :class:`~sqsmaster.backends.Message` or a boto3
-    ``sqs.Message``. Heartbeats of a sqsmaster message go through the queue's
-    ``heartbeat_queue()``, a client of its own, safe inside a signal handler.
+    ``call_timeout`` bounds each call (s). After :meth:`retire` the results of calls
+    still in flight (a heartbeat abandoned on a frozen endpoint) are ignored.
     """
 
-    def __init__(self, message: Any, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, message: Any, clock: Callable[[], float] = time.monotonic,
+                 call_timeout: float = DEFAULT_CALL_TIMEOUT) -> None:
         self.message = message
-        self.message_id = getattr(message, "message_id", None)
+        self.message_id = message_id_of(message)
+        self.call_timeout = call_timeout
         self._clock = clock
-        self.received_at: float = getattr(message, "received_at", None) or clock()
+        self.received_at: float = _number(getattr(message, "received_at", None)) or clock()
         #: The visibility the receive set (None when unknown, e.g. a boto3 message).
-        self.received_visibility: float | None = getattr(message, "visibility_timeout", None)
+        self.received_visibility: float | None = _number(getattr(message, "visibility_timeout", None))
         self.expires_at: float | None = (None if self.received_visibility is None
                                          else self.received_at + self.received_visibility)
         self.lost = False
         self.extensions = 0
         self.failed_extensions = 0
-        queue = getattr(message, "queue", None)
-        heartbeat = getattr(queue, "heartbeat_queue", None)
-        self._heartbeat_queue = heartbeat() if callable(heartbeat) else None
+        self._retired = False
 
     def remaining(self) -> float | None:
         """Seconds left on the lease as far as we know (None when the receive did not say)."""
         return None if self.expires_at is None else self.expires_at - self._clock()
 
-    def change_visibility(self, seconds: int) -> None:
-        """Set the message's visibility; raises LeaseLost when the handle no longer holds it."""
-        if self._heartbeat_queue is not None:
-            self._heartbeat_queue.change_visibility(self.message.receipt_handle, seconds, message_id=self.message_id)
+    def _queue(self, timeout: float) -> QueueBackend | None:
+        """The bounded twin to call through; None for a message we can only call directly (a Mock)."""
+        queue = getattr(self.message, "queue", None)
+        if isinstance(queue, QueueBackend):
+            return queue.heartbeat_queue(timeout=bounded(timeout))
+        if _is_boto3_resource(self.message):
+            return _resource_queue(self.message, bounded(timeout))
+        return None
+
+    def prepare(self, *timeouts: float) -> None:
+        """Make the twin clients for ``call_timeout`` and ``timeouts`` now (the first one a process makes
+        loads botocore's SQS model: about half a second), so no later call waits for that. Never raises."""
+        for timeout in (self.call_timeout, *timeouts):
+            try:
+                self._queue(timeout)
+            except Exception as exc:  # the call itself will fail the same way, and be handled there
+                logger.warning("message %s: could not make a client for heartbeats (%s)", self.message_id, exc)
+
+    def change_visibility(self, seconds: int, timeout: float | None = None) -> None:
+        """Set the message's visibility; raises LeaseLost when the handle no longer holds it, QueueError else."""
+        queue = self._queue(timeout or self.call_timeout)
+        if queue is not None:
+            queue.change_visibility(self.message.receipt_handle, seconds, message_id=self.message_id)
             return
         try:
             self.message.change_visibility(VisibilityTimeout=seconds)
-        except Exception as exc:  # a boto3 message: map botocore's ClientError codes
-            code = (getattr(exc, "response", None) or {}).get("Error", {}).get("Code")
-            if code in LEASE_LOST_CODES:
-                raise LeaseLost(self.message_id, str(code), str(exc)) from exc
-            raise
+        except Exception as exc:
+            raise _as_queue_error(exc, self.message_id, "change_visibility") from exc
+
+    def take(self, seconds: float) -> None:
+        """Hide the message ``seconds`` from now before a task starts; raises LeaseLost or QueueError."""
+        self.change_visibility(int(seconds))
+        self.expires_at = self._clock() + seconds
 
     def extend(self, seconds: float) -> bool:
         """Hide the message ``seconds`` more from now, capped at 12 hours from receipt.
 
         Returns True on success. A lost lease is logged loudly and remembered; any
-        other failure is logged and left for the next tick to retry. Never raises.
+        other failure is logged and left for the next heartbeat to retry. Never raises.
         """
-        if self.lost:
+        if self.lost or self._retired:
             return False
         now = self._clock()
-        room = int(MAX_VISIBILITY_TIMEOUT - (now - self.received_at))
-        timeout = int(min(seconds, room))
+        timeout = int(min(seconds, MAX_VISIBILITY_TIMEOUT - (now - self.received_at)))
         if timeout <= 0:
             logger.error("message %s: the 12-hour visibility cap since receipt is reached; "
                          "SQS will redeliver it while the task runs", self.message_id)
@@ -98,27 +190,35 @@ class Lease:
         try:
             self.change_visibility(timeout)
         except LeaseLost as exc:
-            self.lost = True
-            logger.error("message %s: LEASE LOST (%s): it is no longer ours and may already run elsewhere; "
-                         "heartbeats stop", self.message_id, exc.code)
+            if not self._retired:
+                self.lost = True
+                logger.error("message %s: LEASE LOST (%s): it is no longer ours and may already run elsewhere; "
+                             "heartbeats stop", self.message_id, exc.code)
             return False
         except Exception as exc:
-            self.failed_extensions += 1
-            logger.warning("message %s: extending visibility by %ss failed (%s); retrying",
-                           self.message_id, timeout, exc)
+            if not self._retired:
+                self.failed_extensions += 1
+                logger.warning("message %s: extending visibility by %ss failed (%s); retrying",
+                               self.message_id, timeout, exc)
+            return False
+        if self._retired:
             return False
         self.extensions += 1
         self.expires_at = now + timeout
         logger.debug("message %s: visibility extended by %ss", self.message_id, timeout)
         return True
 
-    def release(self, delay: int) -> bool:
-        """Hand the message back to the queue, visible again after ``delay`` seconds. Never raises."""
+    def release(self, delay: int, timeout: float | None = None) -> bool:
+        """Hand the message back, visible again after ``delay`` seconds. Never raises.
+
+        A release that cannot be made within ``timeout`` (default ``call_timeout``) is
+        logged: the message then comes back when its visibility expires.
+        """
         if self.lost:
             logger.warning("message %s: not released, the lease was lost", self.message_id)
             return False
         try:
-            self.change_visibility(int(min(delay, MAX_VISIBILITY_TIMEOUT)))
+            self.change_visibility(int(min(delay, MAX_VISIBILITY_TIMEOUT)), timeout)
         except Exception as exc:
             logger.warning("message %s: release failed (%s); it comes back when its visibility expires",
                            self.message_id, exc)
@@ -126,71 +226,16 @@ class Lease:
         return True
 
     def delete(self) -> None:
-        """Delete the message (acknowledge success). Raises what the queue raises."""
-        self.message.delete()
+        """Delete the message (acknowledge success), bounded like every call. Raises what the queue raises."""
+        queue = self._queue(self.call_timeout)
+        if queue is None:
+            self.message.delete()
+            return
+        queue.delete(self.message.receipt_handle, message_id=self.message_id)
+        mark_deleted = getattr(self.message, "mark_deleted", None)
+        if callable(mark_deleted):
+            mark_deleted()  # sqsmaster's Message: runs its after_delete callbacks (S3 payloads)
 
-
-class HeartbeatPolicy:
-    """When to stop a task and when to extend its lease; one policy for every isolation mode.
-
-    ``tick()`` raises :class:`HardTimeoutExceeded` past the hard timeout and
-    :class:`TaskStuck` when ``running()`` says False; otherwise it extends the
-    lease and returns the delay to the next tick, never later than the deadline.
-    A failed extension never disarms the hard timeout.
-
-    Once the lease is lost, heartbeats stop; ``on_lease_lost`` says what happens
-    to the task: ``"continue"`` lets it run to its end (or hard timeout),
-    ``"stop"`` raises :class:`TaskAbandoned` at that tick.
-    """
-
-    def __init__(self, lease: Lease, sqs_timeout: float, alarm_timeout: float, hard_timeout: float,
-                 running: Callable[[], bool] = lambda: True, clock: Callable[[], float] = time.monotonic,
-                 on_lease_lost: str = "continue") -> None:
-        if on_lease_lost not in ON_LEASE_LOST:
-            raise ConfigurationError(f"on_lease_lost={on_lease_lost!r}; choose one of {', '.join(ON_LEASE_LOST)}")
-        self.on_lease_lost = on_lease_lost
-        self.lease = lease
-        self.sqs_timeout = sqs_timeout
-        self.alarm_timeout = alarm_timeout
-        self.hard_timeout = hard_timeout
-        self._running = running
-        self._clock = clock
-        self.started_at = clock()
-        self.deadline = self.started_at + hard_timeout
-        self._last_ok = True
-
-    def elapsed(self) -> float:
-        return self._clock() - self.started_at
-
-    def needs_initial_extension(self) -> bool:
-        """True unless the receive already hid the message for ``sqs_timeout`` with time to spare."""
-        received = self.lease.received_visibility
-        if received is None or received < self.sqs_timeout:
-            return True
-        remaining = self.lease.remaining()
-        return remaining is None or remaining < self.alarm_timeout + 1
-
-    def start(self) -> float:
-        """Extend if needed (raising on failure, so no alarm is armed for a message that is not ours);
-        return the delay to the first tick."""
-        if self.needs_initial_extension():
-            self.lease.change_visibility(int(self.sqs_timeout))
-            self.lease.expires_at = self._clock() + self.sqs_timeout
-        return self.next_delay()
-
-    def next_delay(self) -> float:
-        period = self.alarm_timeout if self._last_ok else min(self.alarm_timeout, HEARTBEAT_RETRY_DELAY)
-        return max(0.0, min(period, self.deadline - self._clock()))
-
-    def tick(self) -> float:
-        now = self._clock()
-        if now >= self.deadline:
-            raise HardTimeoutExceeded(self.hard_timeout, now - self.started_at)
-        if not self._running():
-            raise TaskStuck(now - self.started_at)
-        if not self.lease.lost:
-            # A lost lease is not retried: its ticks go back to the plain alarm period.
-            self._last_ok = self.lease.extend(self.sqs_timeout) or self.lease.lost
-        if self.lease.lost and self.on_lease_lost == "stop":
-            raise TaskAbandoned(self.lease.message_id, now - self.started_at)
-        return self.next_delay()
+    def retire(self) -> None:
+        """The task is over: results of heartbeat calls still in flight are ignored from now on."""
+        self._retired = True

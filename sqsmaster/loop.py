@@ -24,13 +24,13 @@ from .attempts import Outcomes
 from .backends import Message, QueueBackend
 from .consumer import read_message
 from .errors import MalformedMessage, QueueDoesNotExist, QueueError, TaskExit, UnknownTask
-from .handler import DEFAULT_HARD_TIMEOUT
 from .lease import receive_count
 from .ordering import GroupOrder
 from .payloads import PayloadStore
 from .receiver import PendingLeases, Receiver, open_worker_queue, unreachable_backoff
 from .registry import TaskSpec, load_tasks
 from .shutdown import FLUSH_TIMEOUT, release_now
+from .supervise import DEFAULT_HARD_TIMEOUT
 from .worklog import AttemptRecord, log_event
 
 logger = logging.getLogger("sqsmaster.worker")

@@ -16,9 +16,10 @@ from typing import Any, Callable
 
 from .backends import Message, QueueBackend, open_queue
 from .consumer import queue_is_empty
-from .errors import QueueDoesNotExist, QueueError
-from .lease import Lease
-from .limits import MAX_RECEIVE_MESSAGES
+from .errors import LEASE_LOST_CODES, QueueDoesNotExist, QueueError
+from .lease import RELEASE_TIMEOUT, bounded
+from .limits import MAX_BATCH_ENTRIES, MAX_RECEIVE_MESSAGES, MAX_VISIBILITY_TIMEOUT
+from .supervise.policy import HEARTBEAT_RETRY_DELAY, heartbeat_call_timeout
 
 logger = logging.getLogger("sqsmaster.worker")
 
@@ -145,10 +146,15 @@ class Receiver:
 class PendingLeases:
     """Received-but-unstarted messages, kept hidden by a heartbeat thread until they start or are released.
 
-    The thread uses the queue's ``heartbeat_queue()`` (a client of its own), so
-    it never shares a connection with the task's code. Once ``should_release()``
-    says so (a shutdown began) it releases them all at once, while a task may
-    still be running in the main thread.
+    Every visibility change happens under the lock that :meth:`pop` and
+    :meth:`release_all` take, so a message is never extended once it was popped
+    (started) or released, and a release never races an extension of the same
+    message (which could overwrite it). Extensions go ten to a call
+    (ChangeMessageVisibilityBatch) through the queue's ``heartbeat_queue(timeout)``,
+    a client of its own whose calls are bounded. Once ``should_release()`` says so
+    (a shutdown began) the thread releases them all at once, while a task may
+    still be running in the main thread. :meth:`close` releases what is left and
+    joins the thread.
     """
 
     #: How often the thread looks at ``should_release`` (s).
@@ -158,6 +164,8 @@ class PendingLeases:
                  should_release: Callable[[], bool] = lambda: False) -> None:
         self.visibility_timeout = visibility_timeout
         self.period = period
+        #: Bound on one batch call (s): what a lease has left at a heartbeat, as for a running task.
+        self.call_timeout = heartbeat_call_timeout(visibility_timeout, period)
         self._should_release = should_release
         self._messages: list[Message] = []
         self._lock = threading.Lock()
@@ -182,11 +190,17 @@ class PendingLeases:
 
     def release_all(self) -> int:
         """Make every pending message visible again at once; returns how many."""
-        with self._lock:
+        with self._lock:  # waits for an extension in flight: the release must land after it
             messages, self._messages = self._messages, []
-        for message in messages:
-            if Lease(message).release(0):
-                logger.info("released message %s (received, not started): visible again now", message.message_id)
+        for queue, batch in _by_queue(messages):
+            failed = _change_visibility(queue, [(m, 0) for m in batch], RELEASE_TIMEOUT)
+            for message in batch:
+                if message in failed:
+                    logger.warning("message %s: release failed (%s); it comes back when its visibility expires",
+                                   message.message_id, failed[message][1])
+                else:
+                    logger.info("released message %s (received, not started): visible again now",
+                                message.message_id)
         return len(messages)
 
     def _beat(self) -> None:
@@ -197,12 +211,63 @@ class PendingLeases:
                 continue
             if time.monotonic() < next_beat:
                 continue
-            next_beat = time.monotonic() + self.period
-            with self._lock:
-                messages = list(self._messages)
-            for message in messages:
-                Lease(message).extend(self.visibility_timeout)
+            ok = self._extend_pending()
+            next_beat = time.monotonic() + (self.period if ok else min(self.period, HEARTBEAT_RETRY_DELAY))
+
+    def _extend_pending(self) -> bool:
+        """Extend every pending message; drop those whose lease is lost. False if some call failed."""
+        ok = True
+        with self._lock:
+            now = time.monotonic()
+            for queue, batch in _by_queue(self._messages):
+                entries, failed = [], {}
+                for message in batch:
+                    seconds = int(min(self.visibility_timeout, MAX_VISIBILITY_TIMEOUT - (now - message.received_at)))
+                    if seconds > 0:
+                        entries.append((message, seconds))
+                    else:
+                        failed[message] = ("InvalidParameterValue", "the 12-hour visibility cap since receipt")
+                failed.update(_change_visibility(queue, entries, self.call_timeout))
+                for message, (code, reason) in failed.items():
+                    if code in LEASE_LOST_CODES:
+                        self._messages.remove(message)
+                        logger.error("message %s: LEASE LOST (%s) before it started: no longer ours; dropped",
+                                     message.message_id, code)
+                    else:
+                        ok = False
+                        logger.warning("message %s: extending visibility of a prefetched message failed (%s); "
+                                       "retrying", message.message_id, reason)
+        return ok
 
     def close(self) -> None:
+        """Release every pending message, stop the thread and wait for it."""
         self.release_all()
         self._stop.set()
+        if self._thread is not None:
+            self._thread.join(self.TICK * 10)
+
+
+def _by_queue(messages: list[Message]) -> list[tuple[QueueBackend, list[Message]]]:
+    groups: dict[int, tuple[QueueBackend, list[Message]]] = {}
+    for message in messages:
+        groups.setdefault(id(message.queue), (message.queue, []))[1].append(message)
+    return list(groups.values())
+
+
+def _change_visibility(queue: QueueBackend, entries: list[tuple[Message, int]],
+                       timeout: float) -> dict[Message, tuple[str, str]]:
+    """Set visibilities ten to a call through the queue's bounded twin; returns the failed messages
+    with (SQS error code, reason)."""
+    failed: dict[Message, tuple[str, str]] = {}
+    twin = queue.heartbeat_queue(timeout=bounded(timeout))
+    for start in range(0, len(entries), MAX_BATCH_ENTRIES):
+        chunk = entries[start:start + MAX_BATCH_ENTRIES]
+        try:
+            errors = twin.change_visibility_batch([(m.receipt_handle, seconds) for m, seconds in chunk])
+        except QueueError as exc:
+            failed.update((message, (type(exc).__name__, str(exc))) for message, _ in chunk)
+            continue
+        for error in errors:
+            message = chunk[int(error["Id"])][0]
+            failed[message] = (str(error.get("Code")), str(error.get("Message") or error.get("Code")))
+    return failed

@@ -25,10 +25,9 @@ from typing import Any, Callable, ClassVar, Union
 
 from .acks import DeleteBatcher
 from .errors import ConfigurationError, MalformedMessage, UnknownTask
-from .handler import MessageHandler
 from .lease import receive_count
 from .retry import FailurePlan, Retry, RetryPolicy, plan_failure
-from .supervisor import isolation_modes
+from .supervise import MessageHandler, isolation_modes
 from .worklog import log_event
 
 Target = Union[Callable[..., Any], type]

@@ -27,7 +27,6 @@ from typing import Any, Callable
 
 from .alarms import ShutdownSignals
 from .errors import ConfigurationError
-from .handler import DEFAULT_HARD_TIMEOUT
 from .limits import MAX_RECEIVE_MESSAGES, check_range, check_visibility_timeout, check_wait_time
 from .loop import (  # noqa: F401  (the exit codes are part of this module's interface)
     EXIT_CODES,
@@ -44,6 +43,7 @@ from .loop import (  # noqa: F401  (the exit codes are part of this module's int
 from .pool import run_pool
 from .registry import Registry, load_tasks
 from .shutdown import SHUTDOWN_MARGIN
+from .supervise import DEFAULT_HARD_TIMEOUT
 from .worklog import AttemptRecord
 
 

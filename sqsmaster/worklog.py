@@ -97,6 +97,6 @@ def configure_logging(log_format: str = "text", level: int = logging.INFO) -> No
     root.setLevel(level)
     # The worker logs started/succeeded/retry itself, with the task name; the handler's own
     # info lines would say it twice. Its warnings and errors (tracebacks) stay.
-    logging.getLogger("sqsmaster.handler").setLevel(max(level, logging.WARNING))
+    logging.getLogger("sqsmaster.supervise.handler").setLevel(max(level, logging.WARNING))
     logging.getLogger("botocore").setLevel(logging.WARNING)
     logging.getLogger("werkzeug").setLevel(logging.ERROR)

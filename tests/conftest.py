@@ -126,6 +126,16 @@ def _fresh_local_queues() -> Iterator[None]:
     LocalQueue.reset()
 
 
+@pytest.fixture
+def fault_proxy(sqs_server: EmbeddedSQS) -> Iterator[Any]:
+    """An HTTP proxy in front of the test server that answers chosen calls with chosen SQS errors
+    (codes moto cannot produce); see tests/faultproxy.py."""
+    from .faultproxy import FaultProxy
+
+    with FaultProxy(sqs_server.endpoint) as proxy:
+        yield proxy
+
+
 def queue_counts(client: Any, url: str) -> tuple[int, int, int]:
     """(visible, in flight, delayed) as the server reports them."""
     attributes = client.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]

@@ -99,16 +99,15 @@ def test_a_c_call_holding_the_gil_is_killed_at_its_hard_timeout(make_queue, sqs_
     kwargs, message = receive_one(url, sqs_timeout=30)
 
     # When it runs in process isolation with a 1 s hard timeout
-    started = time.monotonic()
     with CCall(message, sqs_timeout=30, alarm_timeout=10, hard_timeout=1, **kwargs) as handler:
         handler.run()
-    elapsed = time.monotonic() - started
 
-    # Then it is gone on time, reported as a timeout, and the message comes back
+    # Then it is gone on time (runtime: from the start of supervision to the task reaped, within the
+    # 0.5 s grace; SIGTERM ends a C call at once), reported as a timeout, and the message comes back
     child = int((tmp_path / "pid").read_text())
     assert handler.outcome == "timed out"
     assert isinstance(handler.notified[0], HardTimeoutExceeded)
-    assert 1.0 <= elapsed < 1.5
+    assert 1.0 <= handler.runtime < 1.5
     assert not alive(child)
     time.sleep(1.2)  # the 1 s retry backoff
     assert queue_counts(sqs_client, url) == (1, 0, 0)
@@ -182,10 +181,9 @@ def test_the_hard_timeout_kills_grandchildren_and_overshoots_by_at_most_the_grac
     _, kwargs, message = next(tm.task_generator(wait_time=0, sqs_timeout=30))
 
     # When its 1 s hard timeout passes (grace 0.5 s)
-    started = time.monotonic()
     with Spawner(message, sqs_timeout=30, alarm_timeout=10, hard_timeout=1, **kwargs) as handler:
         handler.run()
-    overshoot = time.monotonic() - started - 1
+    overshoot = handler.runtime - 1  # the deadline -> the task process reaped
 
     # Then the child and the grandchild are both gone, within the grace period
     child, grandchild = map(int, (tmp_path / "pids").read_text().split())
@@ -316,3 +314,107 @@ def test_sigkill_of_the_worker_leaves_no_task_process_running(tmp_path):
     finally:
         worker.kill()
         worker.wait(5)
+
+
+class Stubborn(Recorded):
+    """Ignores SIGTERM, and so does the grandchild it starts: only SIGKILL, after the grace, stops them."""
+
+    kill_grace = 5.0
+
+    def run(self):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        shell = subprocess.Popen(["sh", "-c", "trap '' TERM; while :; do sleep 0.1; done"])
+        Path(self.kwargs["pid_file"]).write_text(f"{os.getpid()} {shell.pid}\n")
+        time.sleep(60)
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def run_stubborn(tmp_path: Path, name: str) -> tuple[Stubborn, TaskManager]:
+    tm = TaskManager(f"mem://{name}")
+    tm.submit("Stubborn", pid_file=str(tmp_path / "pids"))
+    _, kwargs, message = next(tm.task_generator(wait_time=0, sqs_timeout=30))
+    return Stubborn(message, sqs_timeout=30, alarm_timeout=10, hard_timeout=0.5, **kwargs), tm
+
+
+def test_a_second_ctrl_c_during_the_kill_grace_leaves_no_task_process_and_no_open_descriptor(tmp_path):
+    # Given a task (and its grandchild) that ignore SIGTERM, past its 0.5 s hard timeout, in its 5 s
+    # kill grace; warmed up once, so the descriptor count below is the steady one
+    warm, _ = run_stubborn(tmp_path, "warm-up")
+    with warm:
+        warm.run()
+    before = open_fds()
+    handler, tm = run_stubborn(tmp_path, "second-ctrl-c")
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    ctrl_c = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))  # 0.5 s into the grace
+
+    # When Ctrl-C comes
+    started = time.monotonic()
+    ctrl_c.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with handler:
+                handler.run()
+    finally:
+        ctrl_c.cancel()
+        signal.signal(signal.SIGINT, previous)
+    elapsed = time.monotonic() - started
+
+    # Then it cut the grace short, and neither the task process nor its grandchild survived the with
+    # block (SIGKILLed and reaped first); every descriptor was closed; the message was released now
+    child, grandchild = map(int, (tmp_path / "pids").read_text().split())
+    assert elapsed < 0.5 + 5.0
+    assert not alive(child)
+    assert wait_gone(grandchild, within=1.0) == []
+    assert open_fds() == before
+    assert handler.outcome == "interrupted"
+    assert tm.attributes()["ApproximateNumberOfMessages"] == "1"
+
+
+def test_a_second_shutdown_signal_during_the_kill_grace_leaves_no_task_process(tmp_path):
+    from sqsmaster.alarms import ShutdownSignals, WorkerShutdown
+
+    # Given the worker's signal handling around a task that ignores SIGTERM, past its hard timeout
+    handler, _ = run_stubborn(tmp_path, "second-sigterm")
+    first = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGTERM))
+    second = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM))  # in the kill grace
+
+    # When a second SIGTERM comes during the kill grace
+    with ShutdownSignals(grace=None) as signals:
+        first.start()
+        second.start()
+        try:
+            with pytest.raises(WorkerShutdown):
+                with handler:
+                    signals.interruptible = True
+                    handler.run()
+        finally:
+            first.cancel()
+            second.cancel()
+
+    # Then the task process and its grandchild are gone before WorkerShutdown left the with block
+    child, grandchild = map(int, (tmp_path / "pids").read_text().split())
+    assert not alive(child)
+    assert wait_gone(grandchild, within=1.0) == []
+
+
+def test_a_task_that_swallows_every_exception_forever_is_still_stopped_on_time():
+    # Given a task that catches everything, a timeout included, in an endless loop (signal isolation
+    # cannot stop such a task: each interrupt is swallowed; SIGTERM to its process can)
+    class SwallowsEverything(Recorded):
+        def run(self):
+            while True:
+                try:
+                    time.sleep(0.05)
+                except:  # noqa: E722
+                    pass
+
+    tm = TaskManager("mem://swallows")
+    tm.submit("SwallowsEverything")
+    _, kwargs, message = next(tm.task_generator(wait_time=0, sqs_timeout=30))
+    with SwallowsEverything(message, sqs_timeout=30, alarm_timeout=10, hard_timeout=0.5, **kwargs) as handler:
+        handler.run()
+    assert handler.outcome == "timed out"
+    assert handler.runtime < 0.5 + 0.7  # SIGTERM ends it at once; margin for a loaded machine

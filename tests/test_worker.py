@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from sqsmaster.supervisor import isolation_modes
+from sqsmaster.supervise import isolation_modes
 
 from .conftest import queue_counts
 from .workerkit import bodies, ends, records, starts, submit, wait_for, worker_factory

@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
+from ..errors import LeaseLost
+
 
 @dataclass(frozen=True)
 class SendEntry:
@@ -138,8 +140,9 @@ class QueueBackend:
         for index, (handle, timeout) in enumerate(entries):
             try:
                 self.change_visibility(handle, timeout)
-            except Exception as exc:  # report per entry, like SQS's batch call
-                failed.append({"Id": str(index), "Code": type(exc).__name__, "Message": str(exc)})
+            except Exception as exc:  # report per entry, like SQS's batch call (with SQS's code for a lost lease)
+                code = exc.code if isinstance(exc, LeaseLost) else type(exc).__name__
+                failed.append({"Id": str(index), "Code": code, "Message": str(exc)})
         return failed
 
     def delete(self, receipt_handle: str, message_id: str | None = None) -> None:
@@ -165,11 +168,13 @@ class QueueBackend:
         """Delete every message in the queue."""
         raise NotImplementedError
 
-    def heartbeat_queue(self) -> "QueueBackend":
-        """A handle on this queue safe to use from a signal handler or another thread.
+    def heartbeat_queue(self, timeout: float | None = None) -> "QueueBackend":
+        """A handle on this queue for another thread: a client (or connection) of its own.
 
-        Signal handlers must not take locks the interrupted code may hold, so the SQS
-        backend answers with a twin that has a boto3 client of its own.
+        The heartbeat thread must never share a connection with the task's code. With
+        ``timeout`` (seconds) every call of the twin is bounded by it (connect and read
+        timeouts, no hidden retries, a bounded busy wait): supervision must not wait on
+        the network. Local queues with nothing to wait on answer with themselves.
         """
         return self
 

@@ -12,6 +12,7 @@ Stdlib ``sqlite3`` only. SQLite over NFS is unsafe: use ``fq://`` on shared file
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -95,7 +96,10 @@ class SqliteQueue(DurableQueue):
         self._lock = threading.Lock()
         self._connection: sqlite3.Connection | None = None
         self._pid = 0
-        self._heartbeat: SqliteQueue | None = None
+        #: How long a write waits for another connection's transaction (s) before failing.
+        self.busy_timeout = BUSY_TIMEOUT_MS / 1000
+        self._twins: dict[float | None, SqliteQueue] = {}
+        self._twin_lock = threading.Lock()
         self.options = self._create(wanted, given)
 
     @property
@@ -114,9 +118,9 @@ class SqliteQueue(DurableQueue):
         # A connection must not cross fork(): a child opens its own (the parent's is left alone).
         if self._connection is None or self._pid != os.getpid():
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+            connection = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None,
                                          check_same_thread=False)
-            connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            connection.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
             connection.execute("PRAGMA journal_mode = WAL")
             connection.execute(f"PRAGMA synchronous = {self.synchronous}")
             self._connection, self._pid = connection, os.getpid()
@@ -167,9 +171,16 @@ class SqliteQueue(DurableQueue):
         now = time.time()
         rows = [(self.name, str(uuid.uuid4()), e.body, json.dumps(e.message_attributes) if e.message_attributes
                  else "{}", e.group_id, now, now + (e.delay_seconds or self.options.delay_seconds)) for e in entries]
-        with self._transaction() as db:
-            db.executemany("INSERT INTO messages (queue, message_id, body, message_attributes, group_id, sent_at, "
-                           "visible_at) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+        insert = ("INSERT INTO messages (queue, message_id, body, message_attributes, group_id, sent_at, "
+                  "visible_at) VALUES (?, ?, ?, ?, ?, ?, ?)")
+        if len(rows) == 1:
+            # One statement, a transaction of its own: the write lock is not held across Python code, so a
+            # task submitting in a loop leaves room for its own heartbeats (see change_visibility).
+            with self._reading() as db:
+                db.execute(insert, rows[0])
+        else:
+            with self._transaction() as db:
+                db.executemany(insert, rows)
         return [row[1] for row in rows]
 
 
@@ -215,20 +226,26 @@ class SqliteQueue(DurableQueue):
 
     def change_visibility(self, receipt_handle: str, visibility_timeout: int,
                           message_id: str | None = None) -> None:
+        """One UPDATE statement, a transaction of its own: the write lock is held only while SQLite runs it,
+        never across Python code, so a heartbeat slips in between a busy task's own writes."""
         seq = _handle_seq(receipt_handle, message_id)
         now = time.time()
-        with self._transaction() as db:
-            row = db.execute("SELECT message_id, handle, visible_at, lease_started FROM messages WHERE seq = ? "
-                             "AND queue = ?", (seq, self.name)).fetchone()
-            if row is None:
-                raise LeaseLost(message_id, "ReceiptHandleIsInvalid", "the message was deleted or moved")
-            message_id, handle, visible_at, lease_started = row
-            if handle != receipt_handle or visible_at <= now:
-                raise LeaseLost(message_id, "MessageNotInflight", "the message is not in flight for this handle")
-            if now + visibility_timeout - lease_started > MAX_VISIBILITY_TIMEOUT:
-                raise LeaseLost(message_id, "InvalidParameterValue",
-                                f"visibility would pass {MAX_VISIBILITY_TIMEOUT}s since receipt")
-            db.execute("UPDATE messages SET visible_at = ? WHERE seq = ?", (now + visibility_timeout, seq))
+        with self._reading() as db:
+            changed = db.execute(
+                "UPDATE messages SET visible_at = ? WHERE seq = ? AND queue = ? AND handle = ? AND visible_at > ? "
+                "AND ? - lease_started <= ?", (now + visibility_timeout, seq, self.name, receipt_handle, now,
+                                              now + visibility_timeout, MAX_VISIBILITY_TIMEOUT)).rowcount
+            if changed:
+                return
+            row = db.execute("SELECT message_id, handle, visible_at FROM messages WHERE seq = ? AND queue = ?",
+                             (seq, self.name)).fetchone()
+        if row is None:
+            raise LeaseLost(message_id, "ReceiptHandleIsInvalid", "the message was deleted or moved")
+        message_id, handle, visible_at = row
+        if handle != receipt_handle or visible_at <= now:
+            raise LeaseLost(message_id, "MessageNotInflight", "the message is not in flight for this handle")
+        raise LeaseLost(message_id, "InvalidParameterValue",
+                        f"visibility would pass {MAX_VISIBILITY_TIMEOUT}s since receipt")
 
     def delete(self, receipt_handle: str, message_id: str | None = None) -> None:
         """Delete the message; a stale handle (the message was received again) deletes nothing, as on SQS."""
@@ -265,15 +282,22 @@ class SqliteQueue(DurableQueue):
         with self._transaction() as db:
             db.execute("DELETE FROM messages WHERE queue = ?", (self.name,))
 
-    def heartbeat_queue(self) -> "SqliteQueue":
-        """A twin with a connection of its own, safe to use from a signal handler."""
-        if self._heartbeat is None:
-            self._heartbeat = SqliteQueue(self.url)
-        return self._heartbeat
+    def heartbeat_queue(self, timeout: float | None = None) -> "SqliteQueue":
+        """A twin with a connection of its own; with ``timeout``, a write waits at most that long for the
+        lock (the task may hold it: a heartbeat must give up, not wait out the 30 s busy timeout)."""
+        with self._twin_lock:
+            twin = self._twins.get(timeout)
+            if twin is None:
+                twin = self._twins[timeout] = copy.copy(self)
+                twin._lock, twin._twin_lock = threading.Lock(), threading.Lock()
+                twin._connection, twin._pid, twin._twins = None, 0, {}
+                if timeout is not None:
+                    twin.busy_timeout = timeout
+            return twin
 
     def close(self) -> None:
-        if self._heartbeat is not None:
-            self._heartbeat.close()
+        for twin in list(self._twins.values()):
+            twin.close()
         with self._lock:
             if self._connection is not None and self._pid == os.getpid():
                 self._connection.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -37,8 +38,32 @@ def endpoint_and_region(url: str) -> tuple[str | None, str | None]:
     return f"{parts.scheme}://{parts.netloc}", None
 
 
-def make_client(url: str, *, read_timeout: float = 60, max_pool_connections: int = 64,
-                max_attempts: int = 4) -> Any:
+_twin_session_lock = threading.Lock()
+_twin_session: Any = None
+
+
+def _after_fork_in_child() -> None:
+    global _twin_session_lock
+    _twin_session_lock = threading.Lock()  # another thread may have held it at the fork
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _twins_session() -> Any:
+    """One boto3 session for every twin client of this process: a client made from a session that has
+    loaded SQS's model already takes ~30 ms, from a new session ~0.5 s (more on a loaded machine)."""
+    global _twin_session
+    import boto3
+
+    if _twin_session is None:
+        _twin_session = boto3.session.Session()
+    return _twin_session
+
+
+def make_client(url: str, *, read_timeout: float = 60, max_pool_connections: int = 64, max_attempts: int = 4,
+                connect_timeout: float = 5, twin: bool = False) -> Any:
     """A boto3 SQS client for ``url``, with timeouts fit for long polls.
 
     For a non-AWS endpoint with no credentials configured, dummy credentials are
@@ -51,15 +76,26 @@ def make_client(url: str, *, read_timeout: float = 60, max_pool_connections: int
     the service model is off: sqsmaster builds each request itself from values it
     checked against SQS's limits (:mod:`sqsmaster.limits`), SQS checks them again,
     and the walk over the model cost about a tenth of the client's CPU per request.
+    ``twin``: made from the session shared by twin clients (see :func:`twin_client`).
     """
+    if twin:
+        with _twin_session_lock:  # a boto3 session is not thread-safe
+            return _make_client(_twins_session(), url, read_timeout, max_pool_connections, max_attempts,
+                                connect_timeout)
     import boto3
+
+    return _make_client(boto3.session.Session(), url, read_timeout, max_pool_connections, max_attempts,
+                        connect_timeout)
+
+
+def _make_client(session: Any, url: str, read_timeout: float, max_pool_connections: int, max_attempts: int,
+                 connect_timeout: float) -> Any:
     from botocore.config import Config
 
     endpoint, region = endpoint_and_region(url)
-    session = boto3.session.Session()
     region = region or session.region_name or "us-east-1"
     config = Config(
-        connect_timeout=5,
+        connect_timeout=connect_timeout,
         read_timeout=read_timeout,
         retries={"mode": "standard", "total_max_attempts": max_attempts},
         max_pool_connections=max_pool_connections,
@@ -73,19 +109,29 @@ def make_client(url: str, *, read_timeout: float = 60, max_pool_connections: int
     return session.client("sqs", **kwargs)
 
 
-def _twin_client(client: Any) -> Any:
-    """A new client with the same endpoint, region, config and credentials as ``client``."""
-    import boto3
+def bounded_config(timeout: float) -> Any:
+    """Client settings under which one call waits at most ``timeout`` seconds for an answer (the read
+    timeout) and half that to connect, with no hidden retries (the caller decides when to try again)."""
+    from botocore.config import Config
 
+    return Config(connect_timeout=timeout / 2, read_timeout=timeout,
+                  retries={"mode": "standard", "total_max_attempts": 1})
+
+
+def twin_client(client: Any, timeout: float | None = None) -> Any:
+    """A new client with the same endpoint, region, config and credentials as ``client``;
+    with ``timeout``, every call of it is bounded (see :func:`bounded_config`)."""
+    config = client.meta.config if timeout is None else client.meta.config.merge(bounded_config(timeout))
     kwargs: dict[str, Any] = {"endpoint_url": client.meta.endpoint_url, "region_name": client.meta.region_name,
-                              "config": client.meta.config}
+                              "config": config}
     signer = getattr(client, "_request_signer", None)
     credentials = getattr(signer, "_credentials", None)
     if credentials is not None:
         frozen = credentials.get_frozen_credentials()
         kwargs.update(aws_access_key_id=frozen.access_key, aws_secret_access_key=frozen.secret_key,
                       aws_session_token=frozen.token)
-    return boto3.session.Session().client("sqs", **kwargs)
+    with _twin_session_lock:
+        return _twins_session().client("sqs", **kwargs)
 
 
 def _error_code(exc: Exception) -> str:
@@ -100,7 +146,8 @@ class SqsQueue(QueueBackend):
         self.url = url
         self.client = client if client is not None else make_client(url)
         self._owns_client = client is None
-        self._heartbeat: SqsQueue | None = None
+        self._twins: dict[float | None, SqsQueue] = {}
+        self._twin_lock = threading.Lock()
 
     @property
     def max_connections(self) -> int:
@@ -177,18 +224,28 @@ class SqsQueue(QueueBackend):
     def purge(self) -> None:
         self._call("purge_queue")
 
-    def heartbeat_queue(self) -> "SqsQueue":
-        if self._heartbeat is None:
-            # A client of its own: a signal handler must never reuse the task's client,
-            # whose connection pool lock the interrupted code may hold.
-            client = make_client(self.url, read_timeout=10) if self._owns_client else _twin_client(self.client)
-            self._heartbeat = SqsQueue(self.url, client)
-            self._heartbeat._owns_client = True
-        return self._heartbeat
+    def heartbeat_queue(self, timeout: float | None = None) -> "SqsQueue":
+        """A twin with a client of its own (never the task's, whose connection pool lock the task may
+        hold); with ``timeout``, each call is bounded by it and never retried (one twin per timeout)."""
+        with self._twin_lock:
+            return self._twins.get(timeout) or self._make_twin(timeout)
+
+    def _make_twin(self, timeout: float | None) -> "SqsQueue":
+        if timeout is None:
+            client = (make_client(self.url, read_timeout=10, twin=True) if self._owns_client
+                      else twin_client(self.client))
+        elif self._owns_client:
+            client = make_client(self.url, connect_timeout=timeout / 2, read_timeout=timeout, max_attempts=1,
+                                 twin=True)
+        else:
+            client = twin_client(self.client, timeout)
+        twin = self._twins[timeout] = SqsQueue(self.url, client)
+        twin._owns_client = True
+        return twin
 
     def close(self) -> None:
-        if self._heartbeat is not None:
-            self._heartbeat.close()
+        for twin in list(self._twins.values()):
+            twin.close()
         if self._owns_client:
             self.client.close()
 

@@ -10,7 +10,7 @@ import textwrap
 from typing import Any
 
 from ..errors import ConfigurationError
-from ..handler import DEFAULT_HARD_TIMEOUT
+from ..supervise import DEFAULT_HARD_TIMEOUT
 
 
 def _epilog() -> str:

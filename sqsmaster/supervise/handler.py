@@ -2,8 +2,13 @@
 
 Success deletes the message. An exception, a hard timeout or a stuck task calls
 ``notify``, is logged, and hands the message back to SQS with a backoff (never
-deleted); the ``with`` block then swallows it so a consumer loop goes on.
-KeyboardInterrupt and SystemExit release the message (visible at once) and propagate.
+deleted); the ``with`` block then swallows it so a consumer loop goes on: no
+:class:`~sqsmaster.errors.HandlerInterrupt` ever leaves it. KeyboardInterrupt and
+SystemExit are notified too, release the message (visible at once) and propagate.
+
+A fired deadline is remembered: whatever ``run()`` did with the interrupt (a bare
+``except:``, a ``return`` in ``finally``), the outcome is "timed out" and the
+message is not deleted. The same holds once ``running()`` said False.
 """
 
 from __future__ import annotations
@@ -13,8 +18,7 @@ import logging
 from types import TracebackType
 from typing import Any, Callable, ClassVar
 
-from . import process  # noqa: F401  (registers isolation "process")
-from .errors import (
+from ..errors import (
     ConfigurationError,
     HandlerInterrupt,
     HardTimeoutExceeded,
@@ -23,14 +27,30 @@ from .errors import (
     TaskAbandoned,
     TaskStuck,
 )
-from .lease import ON_LEASE_LOST, HeartbeatPolicy, Lease, default_backoff, receive_count
-from .limits import MAX_VISIBILITY_TIMEOUT, check_range
+from ..lease import RELEASE_TIMEOUT, Lease, default_backoff, message_id_of, receive_count, system_attributes
+from ..limits import MAX_VISIBILITY_TIMEOUT, check_range
+from . import process  # noqa: F401  (registers isolation "process")
+from .heartbeat import Heartbeat
+from .policy import ON_LEASE_LOST, HeartbeatPolicy, heartbeat_call_timeout
 from .supervisor import Supervisor, isolation_modes, make_supervisor
 
 logger = logging.getLogger(__name__)
 
 #: Default hard timeout, as in sqstaskmaster: four hours.
 DEFAULT_HARD_TIMEOUT = 4 * 60 * 60
+
+
+def _overtaken(interrupt: HandlerInterrupt) -> BaseException | None:
+    """A KeyboardInterrupt, SystemExit or the worker's shutdown that ``interrupt`` was raised on top of
+    (the two signals came together: a tick landed while the task unwound from a Ctrl-C), else None."""
+    seen: set[int] = set()
+    context = interrupt.__context__
+    while context is not None and id(context) not in seen:
+        if not isinstance(context, (Exception, HandlerInterrupt)):
+            return context
+        seen.add(id(context))
+        context = context.__context__
+    return None
 
 
 def _supervised(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -61,7 +81,7 @@ class MessageHandler:
     """
 
     #: "signal": run in this process under SIGALRM; "process": run in a forked child process
-    #: (needed when the task sits in C code that holds the GIL; see sqsmaster.process).
+    #: (needed when the task sits in C code that holds the GIL; see sqsmaster.supervise.process).
     isolation: ClassVar[str] = "signal"
     #: Once the lease is lost: "continue" lets the task run to its end (its delete is then logged
     #: as unsafe), "stop" stops it at the next heartbeat (outcome "lease lost").
@@ -97,6 +117,7 @@ class MessageHandler:
         self._supervisor: Supervisor | None = None
         self._lease: Lease | None = None
         self._policy: HeartbeatPolicy | None = None
+        self._heartbeat: Heartbeat | None = None
         self._start_error: Exception | None = None
         self._in_run = False
 
@@ -113,7 +134,11 @@ class MessageHandler:
         raise NotImplementedError("subclass MessageHandler and write run()")
 
     def running(self) -> bool:
-        """Return False when the task is stuck; it is then stopped like a hard timeout."""
+        """Return False when the task is stuck; it is then stopped like a hard timeout.
+
+        Called at each heartbeat from the heartbeat thread (in process isolation, in
+        the parent process), while ``run()`` goes on in the main thread (or the child).
+        """
         return True
 
     def notify(self, exception: BaseException, context: dict[str, Any] | None = None) -> None:
@@ -139,7 +164,7 @@ class MessageHandler:
 
     @property
     def message_id(self) -> str | None:
-        return getattr(self._message, "message_id", None)
+        return message_id_of(self._message)
 
     @property
     def lease(self) -> Lease | None:
@@ -149,7 +174,7 @@ class MessageHandler:
     def context(self) -> dict[str, Any]:
         """What ``notify`` receives as context: the body, the message id and its attributes."""
         return {"body": getattr(self._message, "body", None), "message_id": self.message_id,
-                **(getattr(self._message, "attributes", None) or {})}
+                **system_attributes(self._message)}
 
     def _run_supervised(self, original: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
         if self._in_run or self._supervisor is None:  # super().run(), or called outside `with`
@@ -163,52 +188,97 @@ class MessageHandler:
             self._in_run = False
 
     def __enter__(self) -> "MessageHandler":
-        self._lease = Lease(self._message)
-        self._policy = HeartbeatPolicy(self._lease, self.sqs_timeout, self.alarm_timeout, self.hard_timeout,
-                                       running=self.running, on_lease_lost=self.on_lease_lost)
-        self._supervisor = make_supervisor(self.isolation, self._policy, self)
+        lease = self._lease = Lease(self._message,
+                                    call_timeout=heartbeat_call_timeout(self.sqs_timeout, self.alarm_timeout))
+        lease.prepare(RELEASE_TIMEOUT)  # its clients are made now, not on the task's clock
+        policy = self._policy = HeartbeatPolicy(self.sqs_timeout, self.alarm_timeout, self.hard_timeout,
+                                                on_lease_lost=self.on_lease_lost)
+        supervisor = make_supervisor(self.isolation, policy, self)
+        heartbeat = Heartbeat(policy, lease, self.running, supervisor.interrupt)
+        supervisor.start(heartbeat)  # ConfigurationError (signal isolation off the main thread) propagates
+        self._supervisor, self._heartbeat = supervisor, heartbeat
         try:
-            self._supervisor.start()
-        except (LeaseLost, QueueError) as exc:
-            # Not ours (or unreachable): the task must not start; run() raises this instead.
-            self._start_error = exc
-            if isinstance(exc, LeaseLost):
-                self._lease.lost = True
-            logger.error("message %s: could not take the lease before starting (%s); the task will not run",
-                         self.message_id, exc)
+            self._take_lease()
+        except BaseException:  # Ctrl-C in the extension: __exit__ will not run, so undo what start() opened
+            self._stop_supervising()
+            raise
         logger.info("message %s: started (attempt %d, isolation %s)", self.message_id,
                     receive_count(self._message), self.isolation)
         return self
 
+    def _take_lease(self) -> None:
+        """Extend before the heartbeat starts, and only when the receive did not already hide the message
+        long enough: a message that is not ours (or an endpoint that does not answer) gets no heartbeat."""
+        assert self._policy is not None and self._lease is not None and self._heartbeat is not None
+        try:
+            if self._policy.needs_initial_extension(self._lease.received_visibility, self._lease.remaining()):
+                self._lease.take(self.sqs_timeout)
+        except (LeaseLost, QueueError) as exc:
+            # Not ours (or unreachable): the task must not start; run() raises this instead.
+            self._start_error = exc
+            self._lease.lost = isinstance(exc, LeaseLost)
+            logger.error("message %s: could not take the lease before starting (%s); the task will not run",
+                         self.message_id, exc)
+        else:
+            self._heartbeat.start()
+
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> bool:
-        supervisor, self._supervisor = self._supervisor, None
-        if supervisor is not None:
-            supervisor.stop()
-            self.peak_memory = getattr(supervisor, "peak_memory", None)
         assert self._lease is not None and self._policy is not None, "__exit__ without __enter__"
+        self._stop_supervising()
         self.runtime = self._policy.elapsed()
-        if exc is None and self._start_error is None:
+        error = self._ending_error(exc)
+        if error is None:
             self.outcome = "succeeded"
             self._acknowledge()
             return False
-        error = exc if exc is not None else self._start_error
-        assert error is not None
         self.exception = error
         if not isinstance(error, (Exception, HandlerInterrupt)):
             self.outcome = "interrupted"
+            self._notify_safely(error)
             logger.warning("message %s: %s during the task; released for another worker",
                            self.message_id, type(error).__name__)
-            self._lease.release(0)
+            self._lease.release(0, timeout=RELEASE_TIMEOUT)
+            if error is not exc:  # a Ctrl-C that an interrupt overtook on its way out: the Ctrl-C goes on
+                raise error
             return False
         self.outcome = ("timed out" if isinstance(error, HardTimeoutExceeded)
                         else "stuck" if isinstance(error, TaskStuck)
                         else "lease lost" if isinstance(error, TaskAbandoned) else "failed")
         self._report(error)
         delay = self.backoff(receive_count(self._message))
-        if self._lease.release(delay):
+        if self._lease.release(delay, timeout=RELEASE_TIMEOUT):
             logger.info("message %s: retry scheduled in %ss", self.message_id, delay)
         return True
+
+    def _stop_supervising(self) -> None:
+        """Stop the task process (if any) and the heartbeat, each bounded; late heartbeat results are ignored."""
+        assert self._lease is not None
+        supervisor, self._supervisor = self._supervisor, None
+        heartbeat, self._heartbeat = self._heartbeat, None
+        try:
+            if supervisor is not None:
+                supervisor.stop()
+                self.peak_memory = getattr(supervisor, "peak_memory", None)
+        finally:
+            if heartbeat is not None:
+                heartbeat.stop()
+            self._lease.retire()
+
+    def _ending_error(self, exc: BaseException | None) -> BaseException | None:
+        """What ended the block: a KeyboardInterrupt/SystemExit as is; else a fired interrupt wins (the
+        task may have swallowed it and returned, or turned it into another error); else exc or the start error."""
+        assert self._policy is not None
+        if exc is not None and not isinstance(exc, (Exception, HandlerInterrupt)):
+            return exc
+        if isinstance(exc, HandlerInterrupt):
+            return _overtaken(exc) or exc
+        interrupt = self._policy.interrupt()
+        if interrupt is not None:
+            if exc is not None:
+                interrupt.__context__ = exc
+            return interrupt
+        return exc if exc is not None else self._start_error
 
     def _notify_safely(self, error: BaseException) -> None:
         try:
