@@ -24,10 +24,10 @@ from .errors import (
 )
 from .manager import TaskManager
 from .producer import Task
-from .registry import Registry, load_tasks, task
-from .retry import Retry, RetryPolicy, exponential, fixed, linear
 from .supervise import MessageHandler
-from .worker import Worker
+from .worker.facade import Worker
+from .worker.registry import Registry, load_tasks, task
+from .worker.retry import Retry, RetryPolicy, exponential, fixed, linear
 
 __version__ = "0.1.0"
 

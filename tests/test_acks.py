@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from sqsmaster import LocalQueue, SendEntry
-from sqsmaster.acks import DeleteBatcher
+from sqsmaster.worker.deletes import DeleteBatcher
 
 
 class CountingQueue(LocalQueue):

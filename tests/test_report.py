@@ -10,7 +10,7 @@ import pytest
 
 from sqsmaster import TaskManager
 from sqsmaster.cli import main
-from sqsmaster.jobs import JobLog
+from sqsmaster.worker.jobs import JobLog
 
 from .test_durable_queues import start_consumer
 

@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 
 from sqsmaster import Registry, Task, TaskManager, Worker, delays
-from sqsmaster.jobs import JobLog
+from sqsmaster.worker.jobs import JobLog
 
 from .conftest import queue_counts
 from .workerkit import bodies, ends, starts, submit, worker_factory

@@ -21,8 +21,8 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..jobs import JobLog
-    from ..report import draw_timeline, format_summary, write_csv
+    from ..ops.report import draw_timeline, format_summary, write_csv
+    from ..worker.jobs import JobLog
 
     try:
         records = JobLog(args.job_log).records()

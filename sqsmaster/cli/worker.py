@@ -15,8 +15,8 @@ from ..supervise import DEFAULT_HARD_TIMEOUT
 
 
 def _epilog() -> str:
-    from ..loop import EXIT_CODES
-    from ..shutdown import POOL_KILL_MARGIN, SHUTDOWN_MARGIN
+    from ..worker.loop import EXIT_CODES
+    from ..worker.shutdown import POOL_KILL_MARGIN, SHUTDOWN_MARGIN
 
     codes = "\n".join(textwrap.fill(meaning, 78, initial_indent=f"  {code}  ", subsequent_indent="     ")
                       for code, meaning in sorted(EXIT_CODES.items()))
@@ -69,8 +69,8 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..worker import Worker
-    from ..worklog import configure_logging
+    from ..worker.facade import Worker
+    from ..worker.worklog import configure_logging
 
     for url in [args.url, *args.queue]:
         if url.startswith("mem://"):

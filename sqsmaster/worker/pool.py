@@ -35,7 +35,6 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .alarms import ShutdownSignals, send_shutdown
 from .loop import EXIT_OK, EXIT_QUEUE, EXIT_SHUTDOWN_INCOMPLETE, EXIT_WORKER_DIED, WorkerConfig, WorkerLoop
 from .shutdown import (
     POOL_KILL_MARGIN,
@@ -47,6 +46,7 @@ from .shutdown import (
     pool_child_signals,
     unblock_signals,
 )
+from .signals import ShutdownSignals, send_shutdown
 
 logger = logging.getLogger("sqsmaster.worker")
 

@@ -25,9 +25,9 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from .alarms import ShutdownSignals
-from .errors import ConfigurationError
-from .limits import MAX_RECEIVE_MESSAGES, check_range, check_visibility_timeout, check_wait_time
+from ..errors import ConfigurationError
+from ..limits import MAX_RECEIVE_MESSAGES, check_range, check_visibility_timeout, check_wait_time
+from ..supervise import DEFAULT_HARD_TIMEOUT
 from .loop import (  # noqa: F401  (the exit codes are part of this module's interface)
     EXIT_CODES,
     EXIT_FAILURE,
@@ -43,7 +43,7 @@ from .loop import (  # noqa: F401  (the exit codes are part of this module's int
 from .pool import run_pool
 from .registry import Registry, load_tasks
 from .shutdown import SHUTDOWN_MARGIN
-from .supervise import DEFAULT_HARD_TIMEOUT
+from .signals import ShutdownSignals
 from .worklog import AttemptRecord
 
 

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from .backends import QueueBackend, open_queue
-from .deadletter import RedriveResult, redrive, redrive_policy
-from .errors import ConfigurationError
-from .limits import MAX_RECEIVE_MESSAGES
+from ..backends import QueueBackend, open_queue
+from ..errors import ConfigurationError
+from ..limits import MAX_RECEIVE_MESSAGES
+from ..worker.deadletter import RedriveResult, redrive, redrive_policy
 
 #: How long peeked messages are hidden before they are handed back (visibility 0) at once.
 PEEK_VISIBILITY = 10

@@ -18,19 +18,19 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .acks import DEFAULT_MAX_DELAY, DeleteBatcher
-from .alarms import ShutdownSignals, WorkerShutdown
+from ..backends import Message, QueueBackend
+from ..consumer import read_message
+from ..errors import MalformedMessage, QueueDoesNotExist, QueueError, TaskExit, UnknownTask
+from ..lease import receive_count
+from ..ordering import GroupOrder
+from ..payloads import PayloadStore
+from ..supervise import DEFAULT_HARD_TIMEOUT
 from .attempts import Outcomes
-from .backends import Message, QueueBackend
-from .consumer import read_message
-from .errors import MalformedMessage, QueueDoesNotExist, QueueError, TaskExit, UnknownTask
-from .lease import receive_count
-from .ordering import GroupOrder
-from .payloads import PayloadStore
-from .receiver import PendingLeases, Receiver, open_worker_queue, unreachable_backoff
+from .deletes import DEFAULT_MAX_DELAY, DeleteBatcher
+from .receiving import PendingLeases, Receiver, open_worker_queue, unreachable_backoff
 from .registry import TaskSpec, load_tasks
 from .shutdown import FLUSH_TIMEOUT, release_now
-from .supervise import DEFAULT_HARD_TIMEOUT
+from .signals import ShutdownSignals, WorkerShutdown
 from .worklog import AttemptRecord, log_event
 
 logger = logging.getLogger("sqsmaster.worker")

@@ -19,9 +19,9 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Iterator
 
-from .encoding import decode_task
-from .errors import MalformedMessage, TaskCrashed
-from .lease import receive_count
+from ..encoding import decode_task
+from ..errors import MalformedMessage, TaskCrashed
+from ..lease import receive_count
 
 logger = logging.getLogger(__name__)
 

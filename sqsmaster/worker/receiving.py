@@ -14,12 +14,12 @@ import threading
 import time
 from typing import Any, Callable
 
-from .backends import Message, QueueBackend, open_queue
-from .consumer import queue_is_empty
-from .errors import LEASE_LOST_CODES, QueueDoesNotExist, QueueError
-from .lease import RELEASE_TIMEOUT, bounded
-from .limits import MAX_BATCH_ENTRIES, MAX_RECEIVE_MESSAGES, MAX_VISIBILITY_TIMEOUT
-from .supervise.policy import HEARTBEAT_RETRY_DELAY, heartbeat_call_timeout
+from ..backends import Message, QueueBackend, open_queue
+from ..consumer import queue_is_empty
+from ..errors import LEASE_LOST_CODES, QueueDoesNotExist, QueueError
+from ..lease import RELEASE_TIMEOUT, bounded
+from ..limits import MAX_BATCH_ENTRIES, MAX_RECEIVE_MESSAGES, MAX_VISIBILITY_TIMEOUT
+from ..supervise.policy import HEARTBEAT_RETRY_DELAY, heartbeat_call_timeout
 
 logger = logging.getLogger("sqsmaster.worker")
 
@@ -41,7 +41,7 @@ def open_worker_queue(url: str, queue_constructor: Callable[[str], Any] | None =
     (plus the connect timeout), tried once: the clock, not the network, bounds a shutdown.
     """
     if queue_constructor is None and url.startswith(("http://", "https://")):
-        from .backends.sqs import make_client
+        from ..backends.sqs import make_client
 
         client = make_client(url, read_timeout=WORKER_READ_TIMEOUT, max_attempts=1)
         return open_queue(url, client=client), client
@@ -51,7 +51,7 @@ def open_worker_queue(url: str, queue_constructor: Callable[[str], Any] | None =
 def receiving_twin(queue: QueueBackend) -> QueueBackend:
     """The queue to receive through: for SQS a twin with a short read timeout and no botocore retries,
     so an unreachable endpoint shows within seconds and our own backoff takes over."""
-    from .backends.sqs import SqsQueue, make_client
+    from ..backends.sqs import SqsQueue, make_client
 
     if type(queue) is not SqsQueue:
         return queue

@@ -23,12 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .errors import ConfigurationError
-from .jobs import JobLog, JobRecord
-from .manager import TaskManager
+from ..errors import ConfigurationError
+from ..manager import TaskManager
+from ..worker.jobs import JobLog, JobRecord
+from ..worker.registry import Registry
+from ..worker.retry import fixed
 from .progress import progress_bar
-from .registry import Registry
-from .retry import fixed
 
 #: Visibility the worker holds on a message; it heartbeats every third of it.
 SQS_TIMEOUT = 3

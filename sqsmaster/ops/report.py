@@ -12,8 +12,8 @@ from collections import defaultdict
 from dataclasses import asdict, fields
 from typing import Any, Iterable, Sequence
 
-from .errors import ConfigurationError
-from .jobs import OUTCOMES, JobRecord
+from ..errors import ConfigurationError
+from ..worker.jobs import OUTCOMES, JobRecord
 
 #: Bar colours by outcome (colour-blind safe, from the Okabe-Ito palette).
 OUTCOME_COLOURS = {

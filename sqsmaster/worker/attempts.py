@@ -15,11 +15,11 @@ import logging
 import time
 from typing import Any, Callable
 
-from .backends import Message, QueueBackend
-from .consumer import reject
+from ..backends import Message, QueueBackend
+from ..consumer import reject
+from ..lease import Lease, default_backoff
 from .deadletter import DeadLetter
 from .jobs import JobLog, record_from_handler, record_from_message
-from .lease import Lease, default_backoff
 from .retry import Retry
 from .worklog import AttemptRecord, log_event
 

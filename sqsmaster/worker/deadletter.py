@@ -16,11 +16,11 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from .backends import Message, QueueBackend
-from .errors import ConfigurationError
-from .lease import MAX_BACKOFF, Lease
-from .limits import MAX_BATCH_ENTRIES
-from .producer import copy_entry
+from ..backends import Message, QueueBackend
+from ..errors import ConfigurationError
+from ..lease import MAX_BACKOFF, Lease
+from ..limits import MAX_BATCH_ENTRIES
+from ..producer import copy_entry
 
 __all__ = ["DeadLetter", "RedriveResult", "copy_entry", "redrive", "redrive_policy", "same_queue"]
 

@@ -17,7 +17,7 @@ import time
 from types import FrameType, TracebackType
 from typing import Any, Callable, Iterator
 
-from .errors import ConfigurationError
+from ..errors import ConfigurationError
 
 logger = logging.getLogger(__name__)
 

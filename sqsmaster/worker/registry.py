@@ -23,11 +23,11 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Union
 
-from .acks import DeleteBatcher
-from .errors import ConfigurationError, MalformedMessage, UnknownTask
-from .lease import receive_count
+from ..errors import ConfigurationError, MalformedMessage, UnknownTask
+from ..lease import receive_count
+from ..supervise import MessageHandler, isolation_modes
+from .deletes import DeleteBatcher
 from .retry import FailurePlan, Retry, RetryPolicy, plan_failure
-from .supervise import MessageHandler, isolation_modes
 from .worklog import log_event
 
 Target = Union[Callable[..., Any], type]
