@@ -8,6 +8,7 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Iterator, Sequence
 
+from .backends import is_process_local
 from .errors import ConfigurationError, SubmitFailed
 
 PROGRESS_HINT = "progress=True needs tqdm: pip install 'sqsmaster[progress]'"
@@ -60,7 +61,7 @@ def _submit_slice(settings: dict[str, Any], start: int, part: Sequence[Any],
 def submit_parallel(settings: dict[str, Any], tasks: Any, parallel: int, bar: Any, max_in_flight: int) -> int:
     """Submit ``tasks`` split across ``parallel`` processes, each with its own TaskManager(**settings)
     and its own window of at most ``max_in_flight`` requests."""
-    if str(settings["sqs_url"]).startswith("mem://"):
+    if is_process_local(str(settings["sqs_url"])):
         raise ConfigurationError("parallel= needs a queue other processes can reach; mem:// lives in this process")
     # spawn, not fork: a forked child would inherit this process's threads and sockets (boto3's pool, a
     # test runner's channel); the slices must therefore be picklable.

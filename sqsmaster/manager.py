@@ -45,7 +45,7 @@ class TaskManager:
         self._attributes = sender_attributes(sender_name, sqs_url)
         self.payloads = None if payload_bucket is None else PayloadStore(
             payload_bucket, client=payload_client, threshold=payload_threshold, queue_url=sqs_url)
-        self.fifo = sqs_url.rstrip("/").endswith(".fifo")
+        self.fifo = bool(getattr(self.queue, "fifo", False))  # a queue_constructor's object may not say
         self._content_deduplication: bool | None = None
 
     def submit(self, task: str | Task, /, **kwargs: Any) -> dict[str, Any]:

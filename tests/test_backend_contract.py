@@ -14,7 +14,8 @@ from typing import Any, Callable
 
 import pytest
 
-from sqsmaster import LeaseLost, LocalQueue, QueueBackend, SendEntry, open_queue
+from sqsmaster import ConfigurationError, LeaseLost, LocalQueue, QueueBackend, SendEntry, open_queue
+from sqsmaster.backends import is_process_local
 
 BACKENDS = ["mem", "sqlite", "fq", "sqs"]
 MOTO_ACCEPTS_STALE_HANDLES = "moto accepts any handle a message ever had; real SQS and our backends do not"
@@ -28,7 +29,7 @@ class Made:
 
     def other_consumer(self) -> QueueBackend:
         """Another handle on the same queue, as a second worker process would open it."""
-        return self.queue if self.kind == "mem" else open_queue(self.queue.url)
+        return self.queue if self.queue.process_local else open_queue(self.queue.url)
 
 
 @pytest.fixture(params=BACKENDS)
@@ -264,3 +265,30 @@ def test_competing_consumers_never_get_the_same_message(new_queue):
         thread.join(30)
     # Then each message went to exactly one of them
     assert sorted(received) == sorted(f"m{i}" for i in range(40))
+
+
+def test_the_backend_declares_what_it_can_do_and_its_twins_work_on_the_same_queue(new_queue):
+    # Given a queue of each backend
+    made = new_queue(visibility_timeout=30)
+    queue = made.queue
+    # Then it says whether it lives in this process only (mem://), before and after it is opened, and none is FIFO
+    assert queue.process_local is (made.kind == "mem")
+    assert is_process_local(queue.url) is queue.process_local
+    assert queue.fifo is False
+    # When a message is sent through the queue and received through its polling twin
+    queue.send(SendEntry('{"n": 1}'))
+    received = receive_all(queue.polling_twin(4), 1)
+    # Then the twin got it, the heartbeat twin can extend its lease, and the queue itself deletes it
+    assert [m.body for m in received] == ['{"n": 1}']
+    queue.heartbeat_queue(2).change_visibility(received[0].receipt_handle, 60)
+    queue.delete(received[0].receipt_handle)
+    assert counts(queue) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("url", ["mem://given-a-client", "sqlite:///tmp/never.db?queue=q", "fq:///tmp/never-made"])
+def test_a_boto3_client_given_to_a_queue_that_cannot_use_it_is_an_error(url):
+    # When a local queue is opened with client= (it has no use for a boto3 SQS client)
+    with pytest.raises(ConfigurationError) as raised:
+        open_queue(url, client=object())
+    # Then the error names the argument and the queue, instead of ignoring the client
+    assert "client=" in str(raised.value) and url in str(raised.value)

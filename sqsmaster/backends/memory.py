@@ -54,6 +54,7 @@ class LocalQueue(QueueBackend):
     its ``arn``). ``clock`` (monotonic seconds) can be injected for tests.
     """
 
+    process_local = True
     _registry: ClassVar[dict[tuple[type, str], "LocalQueue"]] = {}
     _registry_lock: ClassVar[threading.Lock] = threading.Lock()
     _initialised: bool

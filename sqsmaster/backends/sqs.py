@@ -150,6 +150,11 @@ class SqsQueue(QueueBackend):
         self._twin_lock = threading.Lock()
 
     @property
+    def fifo(self) -> bool:  # type: ignore[override]
+        """A FIFO queue: SQS names end in ``.fifo``."""
+        return self.url.rstrip("/").endswith(".fifo")
+
+    @property
     def max_connections(self) -> int:
         """Connections the client's pool keeps: more requests at once would each open a new one."""
         return int(self.client.meta.config.max_pool_connections)
@@ -223,6 +228,9 @@ class SqsQueue(QueueBackend):
 
     def purge(self) -> None:
         self._call("purge_queue")
+
+    def polling_twin(self, read_timeout: float) -> "SqsQueue":
+        return SqsQueue(self.url, make_client(self.url, read_timeout=read_timeout, max_attempts=1))
 
     def heartbeat_queue(self, timeout: float | None = None) -> "SqsQueue":
         """A twin with a client of its own (never the task's, whose connection pool lock the task may

@@ -10,6 +10,7 @@ import sys
 import textwrap
 from typing import Any
 
+from ..backends import is_process_local
 from ..errors import ConfigurationError
 from ..supervise import DEFAULT_HARD_TIMEOUT
 
@@ -73,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     from ..worker.worklog import configure_logging
 
     for url in [args.url, *args.queue]:
-        if url.startswith("mem://"):
+        if is_process_local(url):
             raise ConfigurationError(
                 f"{url}: a mem:// queue lives inside one process, so a worker process would only ever see it "
                 "empty; use a durable local queue shared by processes: sqlite:///PATH?queue=NAME or fq:///DIR")

@@ -14,7 +14,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from ..backends import Message, QueueBackend, open_queue
+from ..backends import Message, QueueBackend, open_bounded_queue
 from ..consumer import queue_is_empty
 from ..errors import LEASE_LOST_CODES, QueueDoesNotExist, QueueError
 from ..lease import RELEASE_TIMEOUT, bounded
@@ -40,22 +40,13 @@ def open_worker_queue(url: str, queue_constructor: Callable[[str], Any] | None =
     An SQS queue gets a client whose calls fail within :data:`WORKER_READ_TIMEOUT` seconds
     (plus the connect timeout), tried once: the clock, not the network, bounds a shutdown.
     """
-    if queue_constructor is None and url.startswith(("http://", "https://")):
-        from ..backends.sqs import make_client
-
-        client = make_client(url, read_timeout=WORKER_READ_TIMEOUT, max_attempts=1)
-        return open_queue(url, client=client), client
-    return open_queue(url, queue_constructor=queue_constructor), None
+    return open_bounded_queue(url, WORKER_READ_TIMEOUT, queue_constructor)
 
 
 def receiving_twin(queue: QueueBackend) -> QueueBackend:
     """The queue to receive through: for SQS a twin with a short read timeout and no botocore retries,
     so an unreachable endpoint shows within seconds and our own backoff takes over."""
-    from ..backends.sqs import SqsQueue, make_client
-
-    if type(queue) is not SqsQueue:
-        return queue
-    return SqsQueue(queue.url, make_client(queue.url, read_timeout=RECEIVE_READ_TIMEOUT, max_attempts=1))
+    return queue.polling_twin(RECEIVE_READ_TIMEOUT)
 
 
 def unreachable_backoff(failures: int) -> float:
