@@ -13,12 +13,13 @@ from dataclasses import asdict, fields
 from typing import Any, Iterable, Sequence
 
 from ..errors import ConfigurationError
+from ..outcomes import Outcome
 from ..worker.jobs import OUTCOMES, JobRecord
 
 #: Bar colours by outcome (colour-blind safe, from the Okabe-Ito palette).
-OUTCOME_COLOURS = {
-    "succeeded": "#009E73", "failed": "#D55E00", "timed out": "#E69F00", "killed": "#CC79A7",
-    "released": "#56B4E9", "dead-lettered": "#000000",
+OUTCOME_COLOURS: dict[str, str] = {
+    Outcome.SUCCEEDED: "#009E73", Outcome.FAILED: "#D55E00", Outcome.TIMED_OUT: "#E69F00", Outcome.KILLED: "#CC79A7",
+    Outcome.RELEASED: "#56B4E9", Outcome.DEAD_LETTERED: "#000000",
 }
 _OTHER_COLOUR = "#999999"
 

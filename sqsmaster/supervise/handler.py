@@ -29,6 +29,7 @@ from ..errors import (
 )
 from ..lease import RELEASE_TIMEOUT, Lease, default_backoff, message_id_of, receive_count, system_attributes
 from ..limits import MAX_VISIBILITY_TIMEOUT, check_range
+from ..outcomes import Outcome
 from . import process  # noqa: F401  (registers isolation "process")
 from .heartbeat import Heartbeat
 from .policy import ON_LEASE_LOST, HeartbeatPolicy, heartbeat_call_timeout
@@ -229,12 +230,12 @@ class MessageHandler:
         self.runtime = self._policy.elapsed()
         error = self._ending_error(exc)
         if error is None:
-            self.outcome = "succeeded"
+            self.outcome = Outcome.SUCCEEDED
             self._acknowledge()
             return False
         self.exception = error
         if not isinstance(error, (Exception, HandlerInterrupt)):
-            self.outcome = "interrupted"
+            self.outcome = Outcome.INTERRUPTED
             self._notify_safely(error)
             logger.warning("message %s: %s during the task; released for another worker",
                            self.message_id, type(error).__name__)
@@ -242,9 +243,9 @@ class MessageHandler:
             if error is not exc:  # a Ctrl-C that an interrupt overtook on its way out: the Ctrl-C goes on
                 raise error
             return False
-        self.outcome = ("timed out" if isinstance(error, HardTimeoutExceeded)
-                        else "stuck" if isinstance(error, TaskStuck)
-                        else "lease lost" if isinstance(error, TaskAbandoned) else "failed")
+        self.outcome = (Outcome.TIMED_OUT if isinstance(error, HardTimeoutExceeded)
+                        else Outcome.STUCK if isinstance(error, TaskStuck)
+                        else Outcome.LEASE_LOST if isinstance(error, TaskAbandoned) else Outcome.FAILED)
         self._report(error)
         delay = self.backoff(receive_count(self._message))
         if self._lease.release(delay, timeout=RELEASE_TIMEOUT):

@@ -23,6 +23,7 @@ from ..consumer import read_message
 from ..errors import MalformedMessage, QueueDoesNotExist, QueueError, TaskExit, UnknownTask
 from ..lease import receive_count
 from ..ordering import GroupOrder
+from ..outcomes import Outcome
 from ..payloads import PayloadStore
 from ..supervise import DEFAULT_HARD_TIMEOUT
 from .attempts import Outcomes
@@ -262,7 +263,7 @@ class WorkerLoop:
             return False
         try:
             outcome = self._run(message, spec, name, kwargs, attempt)
-            self.order.settle(message, succeeded=outcome == "succeeded")
+            self.order.settle(message, succeeded=outcome == Outcome.SUCCEEDED)
         finally:
             self.ended += 1
         return True
