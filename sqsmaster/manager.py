@@ -96,7 +96,7 @@ class TaskManager:
                             "payload_bucket": None if self.payloads is None else self.payloads.url,
                             "payload_threshold": MAX_MESSAGE_SIZE if self.payloads is None
                             else self.payloads.threshold}
-                return submit_parallel(settings, tasks, parallel, bar, max_in_flight)
+                return submit_parallel(TaskManager, settings, tasks, parallel, bar, max_in_flight)
             entries = self._entries(tasks)
             sent = send_entries(self.queue, entries, max_in_flight=max_in_flight, fifo=self.fifo,
                                 on_sent=None if bar is None else bar.update)
