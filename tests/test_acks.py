@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 
-from sqsmaster import LocalQueue, SendEntry
+from sqsmaster import LocalQueue
+from sqsmaster.backends import SendEntry
 from sqsmaster.worker.deletes import DeleteBatcher
 
 

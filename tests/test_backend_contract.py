@@ -14,8 +14,8 @@ from typing import Any, Callable
 
 import pytest
 
-from sqsmaster import ConfigurationError, LeaseLost, LocalQueue, QueueBackend, SendEntry, open_queue
-from sqsmaster.backends import is_process_local
+from sqsmaster import ConfigurationError, LeaseLost, LocalQueue, open_queue
+from sqsmaster.backends import QueueBackend, SendEntry, is_process_local
 
 BACKENDS = ["mem", "sqlite", "fq", "sqs"]
 MOTO_ACCEPTS_STALE_HANDLES = "moto accepts any handle a message ever had; real SQS and our backends do not"

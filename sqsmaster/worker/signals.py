@@ -17,7 +17,7 @@ import time
 from types import FrameType, TracebackType
 from typing import Any, Callable, Iterator
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, WorkerShutdown
 
 logger = logging.getLogger(__name__)
 
@@ -29,14 +29,6 @@ logger = logging.getLogger(__name__)
 WAKE_SIGNAL = signal.SIGUSR2
 #: How often the shutdown watcher thread looks at the stop count, the grace and the deadline (s).
 WATCH_TICK = 0.05
-
-
-class WorkerShutdown(BaseException):
-    """Raised inside a running task when the worker must stop it now (a second signal, or the grace ran out).
-
-    Not a :class:`~sqsmaster.errors.HandlerInterrupt`: ``MessageHandler`` treats it
-    like KeyboardInterrupt, releasing the message with visibility 0 and re-raising.
-    """
 
 
 def block_stop_signals() -> None:
