@@ -24,7 +24,6 @@ import random
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from ..errors import ConfigurationError, LeaseLost, QueueError
@@ -88,7 +87,7 @@ class FileQueue(DurableQueue):
     set) and ``fsync=1`` (fsync each new message, to survive a host crash).
     """
 
-    def __init__(self, url: str, client: Any = None) -> None:
+    def __init__(self, url: str) -> None:
         self.url = url
         directory, params = parse_fq_url(url)
         self.fsync = params.pop("fsync", "0") not in ("0", "", "false", "no")

@@ -21,7 +21,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
-from ..errors import ConfigurationError, LeaseLost
+from ..errors import LeaseLost
 from ..limits import MAX_VISIBILITY_TIMEOUT
 from .base import Message, QueueBackend, SendEntry
 
@@ -192,18 +192,6 @@ class LocalQueue(QueueBackend):
                 policy["deadLetterTargetUrl"] = target.url
             attributes["RedrivePolicy"] = json.dumps(policy)
         return attributes
-
-    def set_attributes(self, attributes: dict[str, str]) -> None:
-        """Set queue attributes by their SQS names (VisibilityTimeout, DelaySeconds, RedrivePolicy)."""
-        for name, value in attributes.items():
-            if name == "VisibilityTimeout":
-                self.visibility_timeout = int(value)
-            elif name == "DelaySeconds":
-                self.delay_seconds = int(value)
-            elif name == "RedrivePolicy":
-                self.redrive_policy = json.loads(value) if isinstance(value, str) else dict(value)
-            else:
-                raise ConfigurationError(f"LocalQueue does not support the attribute {name!r}")
 
     def purge(self) -> None:
         with self._condition:

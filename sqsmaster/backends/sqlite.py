@@ -86,7 +86,7 @@ class SqliteQueue(DurableQueue):
     but an OS crash can corrupt the file.
     """
 
-    def __init__(self, url: str, client: Any = None) -> None:
+    def __init__(self, url: str) -> None:
         self.url = url
         self.path, self.name, params = parse_sqlite_url(url)
         self.synchronous = params.pop("synchronous", "NORMAL").upper()
