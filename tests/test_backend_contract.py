@@ -16,6 +16,7 @@ import pytest
 
 from sqsmaster import ConfigurationError, LeaseLost, LocalQueue, open_queue
 from sqsmaster.backends import QueueBackend, SendEntry, is_process_local
+from sqsmaster.errors import LEASE_LOST_CODES
 
 BACKENDS = ["mem", "sqlite", "fq", "sqs"]
 MOTO_ACCEPTS_STALE_HANDLES = "moto accepts any handle a message ever had; real SQS and our backends do not"
@@ -153,6 +154,24 @@ def test_a_made_up_receipt_handle_is_a_lost_lease(new_queue):
     made.queue.send(SendEntry("job"))
     with pytest.raises(LeaseLost):
         made.queue.change_visibility("not-a-handle", 10)
+
+
+def test_a_batch_visibility_change_sets_each_lease_and_reports_a_lost_one_by_its_entry(new_queue):
+    # Given two leased messages (1 s leases) and a handle that holds nothing
+    made = new_queue()
+    other = made.other_consumer()
+    made.queue.send_batch([SendEntry(f"m{i}", id=str(i)) for i in range(2)])
+    messages = receive_all(made.queue, 2, visibility_timeout=1)
+    handles = [m.receipt_handle for m in messages]
+    # When one batch call extends both leases to 30 s and names the made-up handle last
+    failed = made.queue.change_visibility_batch([(handles[0], 30), (handles[1], 30), ("not-a-handle", 30)])
+    # Then only the made-up entry failed, with SQS's code for a lost lease, and both messages stay hidden
+    assert [(entry["Id"], entry["Code"] in LEASE_LOST_CODES) for entry in failed] == [("2", True)]
+    time.sleep(1.3)
+    assert other.receive(10) == []
+    # And a batch back to 0 makes both visible at once
+    assert made.queue.change_visibility_batch([(handle, 0) for handle in handles]) == []
+    assert len(receive_all(other, 2)) == 2
 
 
 def test_the_handle_of_an_earlier_receive_cannot_extend_the_lease(new_queue):
