@@ -26,9 +26,12 @@ def endpoint_and_region(url: str) -> tuple[str | None, str | None]:
     An AWS host (``sqs.eu-west-1.amazonaws.com``) gives its region and leaves the
     endpoint to boto3 (which honours ``AWS_ENDPOINT_URL``/``AWS_ENDPOINT_URL_SQS``).
     Any other host (``http://127.0.0.1:5000/...``, ElasticMQ, LocalStack) is itself
-    the endpoint, unless an endpoint is configured in the environment.
+    the endpoint, unless an endpoint is configured in the environment. A URL that is not an
+    SQS queue URL (``mem://``, ``sqlite://``...) gives ``(None, None)``: nothing to say.
     """
     parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        return None, None
     host = parts.hostname or ""
     match = _AWS_HOST.match(host)
     if match:
