@@ -33,6 +33,7 @@ from .errors import (
     WorkerShutdown,
 )
 from .manager import TaskManager
+from .outcomes import Action, Outcome
 from .producer import TaskCall
 from .supervise import MessageHandler
 from .worker.facade import Worker
@@ -44,9 +45,10 @@ __version__ = "0.1.0"
 __all__ = [
     # Submitting tasks
     "TaskManager", "TaskCall",
-    # Running them: the worker, the task registry, retries, the handler for a hand-written loop
+    # Running them: the worker, the task registry, retries, the handler for a hand-written loop, and the
+    # words for how an attempt ended (AttemptRecord.outcome and .action compare equal to them)
     "Worker", "task", "Registry", "load_tasks", "Retry", "RetryPolicy", "exponential", "fixed", "linear",
-    "MessageHandler",
+    "MessageHandler", "Outcome", "Action",
     # Queues
     "open_queue", "LocalQueue",
     # Errors: the root, bad input, the queue, the messages, the tasks

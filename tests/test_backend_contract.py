@@ -157,17 +157,18 @@ def test_a_made_up_receipt_handle_is_a_lost_lease(new_queue):
 
 
 def test_a_batch_visibility_change_sets_each_lease_and_reports_a_lost_one_by_its_entry(new_queue):
-    # Given two leased messages (1 s leases) and a handle that holds nothing
+    # Given two leased messages (2 s leases) and a handle that holds nothing
     made = new_queue()
     other = made.other_consumer()
     made.queue.send_batch([SendEntry(f"m{i}", id=str(i)) for i in range(2)])
-    messages = receive_all(made.queue, 2, visibility_timeout=1)
+    messages = receive_all(made.queue, 2, visibility_timeout=2)
+    assert len({m.message_id for m in messages}) == 2
     handles = [m.receipt_handle for m in messages]
     # When one batch call extends both leases to 30 s and names the made-up handle last
     failed = made.queue.change_visibility_batch([(handles[0], 30), (handles[1], 30), ("not-a-handle", 30)])
     # Then only the made-up entry failed, with SQS's code for a lost lease, and both messages stay hidden
     assert [(entry["Id"], entry["Code"] in LEASE_LOST_CODES) for entry in failed] == [("2", True)]
-    time.sleep(1.3)
+    time.sleep(2.3)
     assert other.receive(10) == []
     # And a batch back to 0 makes both visible at once
     assert made.queue.change_visibility_batch([(handle, 0) for handle in handles]) == []
