@@ -65,6 +65,8 @@ def test_without_matplotlib_the_timeline_says_how_to_install_it(job_log, tmp_pat
     assert "pip install 'sqsmaster[plot]'" in capsys.readouterr().err
 
 
-def test_a_missing_job_log_is_a_failure(tmp_path, capsys):
-    assert main(["report", str(tmp_path / "nothing.log")]) == 1
-    assert "cannot read the job log" in capsys.readouterr().err
+def test_a_missing_job_log_is_a_usage_error_in_one_line(tmp_path, capsys):
+    # a path the user gave that cannot be read is bad input (exit 2), as for submit-file; 1 is "the work failed"
+    assert main(["report", str(tmp_path / "nothing.log")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot read the job log" in err and len(err.splitlines()) == 1
