@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .alarms import ShutdownSignals
+from .backends import check_url
 from .errors import ConfigurationError
 from .limits import MAX_RECEIVE_MESSAGES, check_seconds, check_visibility_timeout, check_wait_time
 from .loop import (  # noqa: F401  (the exit codes are part of this module's interface)
@@ -104,6 +105,9 @@ class Worker:
         check_wait_time(wait_time)
         check_seconds("grace", grace, allow_minimum=True)
         alarm = alarm_timeout if alarm_timeout is not None else max(sqs_timeout / 3, 0.5)
+        if queue_constructor is None:
+            for url in urls + ([dlq] if dlq else []):
+                check_url(url)  # a typo in a URL's form shows now, before the banner and any receive
         if job_log is not None:
             _check_job_log(str(job_log))
         self.registry: Registry = load_tasks(tasks)

@@ -66,10 +66,32 @@ def open_queue(url: str, *, client: Any = None, queue_constructor: Callable[[str
         if not callable(queue_constructor):
             raise ConfigurationError(f"queue_constructor must be callable (url -> queue), not {queue_constructor!r}")
         return queue_constructor(url)
+    return _factory(url)(url, client=client, create=create)
+
+
+def _factory(url: str) -> Callable[..., QueueBackend]:
     scheme = urlsplit(url).scheme
     factory = _SCHEMES.get(scheme)
     if factory is None:
         known = ", ".join(f"{s}://" for s in sorted(_SCHEMES))
         raise ConfigurationError(f"queue URL {url!r} has an unknown scheme {scheme + '://' if scheme else '(none)'}; "
                                  f"use one of {known}")
-    return factory(url, client=client, create=create)
+    return factory
+
+
+def check_url(url: str) -> None:
+    """Raise ConfigurationError when :func:`open_queue` would refuse ``url`` itself (not a string, an
+    unknown scheme, a ``sqlite://`` URL that names no queue, an unknown option); opens nothing, so a
+    worker refuses a bad URL before it starts rather than after."""
+    if not isinstance(url, str) or not url:
+        raise ConfigurationError(f"queue URL must be a non-empty string, not {url!r}")
+    _factory(url)
+    scheme = urlsplit(url).scheme
+    if scheme == "sqlite":
+        from .sqlite import parse_sqlite_url
+
+        parse_sqlite_url(url)
+    elif scheme == "fq":
+        from .fq import parse_fq_url
+
+        parse_fq_url(url)
