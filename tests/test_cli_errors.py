@@ -175,8 +175,8 @@ def test_a_file_that_is_not_a_job_log_is_exit_2(tmp_path, capsys):
 
 # -- SQS: what is not "queue missing" ----------------------------------------------------------------
 
-def test_missing_aws_credentials_are_a_configuration_error_not_a_missing_queue(capsys, monkeypatch, tmp_path):
-    # Given no credentials anywhere boto3 looks (and no instance-metadata lookup: nothing leaves this host)
+def no_aws_credentials(monkeypatch: Any, tmp_path: Path) -> None:
+    """No credentials anywhere boto3 looks (and no instance-metadata lookup: nothing leaves this host)."""
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
                  "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SQS",
                  "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
@@ -185,11 +185,29 @@ def test_missing_aws_credentials_are_a_configuration_error_not_a_missing_queue(c
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+def test_missing_aws_credentials_are_a_configuration_error_not_a_missing_queue(capsys, monkeypatch, tmp_path):
+    no_aws_credentials(monkeypatch, tmp_path)
     # When a command is pointed at an SQS queue
     assert main(["status", "https://sqs.eu-west-1.amazonaws.com/123456789012/work"]) == 2
     # Then it says the credentials are missing and how to give them
     line = error_line(capsys)
     assert "no AWS credentials" in line and "AWS_ACCESS_KEY_ID" in line and "does not exist" not in line
+
+
+@pytest.mark.parametrize("concurrency", ["1", "2"])
+def test_a_worker_without_aws_credentials_stops_at_once_with_exit_2(concurrency, monkeypatch, tmp_path):
+    # Given no credentials (the subprocess inherits this environment)
+    no_aws_credentials(monkeypatch, tmp_path)
+    # When a worker (or a pool) starts on an SQS queue
+    result = subprocess.run(
+        [sys.executable, "-m", "sqsmaster", "worker", "https://sqs.eu-west-1.amazonaws.com/123456789012/work",
+         "--tasks", "tests.worker_tasks", "--concurrency", concurrency],
+        cwd=ROOT, capture_output=True, text=True, timeout=60)
+    # Then it stops with the configuration error's code, saying what is missing, instead of waiting for a queue
+    assert result.returncode == 2, result.stderr
+    assert "no AWS credentials" in result.stderr and "does not exist" not in result.stderr
 
 
 def test_a_second_purge_within_a_minute_is_its_own_error_and_exit_1(make_queue, capsys):
