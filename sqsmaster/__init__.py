@@ -12,6 +12,7 @@ from typing import Any
 from .backends import LocalQueue, open_queue
 from .errors import (
     ConfigurationError,
+    CredentialsMissing,
     EncodeError,
     HandlerInterrupt,
     HardTimeoutExceeded,
@@ -36,6 +37,7 @@ from .manager import TaskManager
 from .outcomes import Action, Outcome
 from .producer import TaskCall
 from .supervise import MessageHandler
+from .testing import LocalMessage
 from .worker.facade import Worker
 from .worker.registry import Registry, load_tasks, task
 from .worker.retry import Retry, RetryPolicy, exponential, fixed, linear
@@ -51,9 +53,11 @@ __all__ = [
     "MessageHandler", "Outcome", "Action",
     # Queues
     "open_queue", "LocalQueue",
+    # Handler unit tests: a message built by hand (sqstaskmaster's LocalMessage)
+    "LocalMessage",
     # Errors: the root, bad input, the queue, the messages, the tasks
     "SqsMasterError",
-    "ConfigurationError", "LimitExceeded", "MessageTooLarge", "EncodeError", "SubmitFailed",
+    "ConfigurationError", "CredentialsMissing", "LimitExceeded", "MessageTooLarge", "EncodeError", "SubmitFailed",
     "QueueError", "QueueDoesNotExist", "LeaseLost",
     "MalformedMessage", "UnknownTask", "TaskExit", "TaskFailed", "TaskCrashed", "MemoryCapExceeded",
     # Interrupts raised inside a running task (BaseException: task code's except Exception cannot eat them)

@@ -2,7 +2,7 @@
 
 One worker process runs one task at a time in its main thread, so signal
 isolation works; ``concurrency=N`` forks N such processes (see
-:mod:`sqsmaster.pool`). The flow of one message::
+:mod:`sqsmaster.worker.pool`). The flow of one message::
 
     receive ─▶ decode ─▶ registry ─▶ MessageHandler (heartbeat, hard timeout) ─▶ delete
                   │          │                 └─ failure ─▶ retry policy ─▶ visibility = delay
@@ -17,16 +17,22 @@ SIGTERM or SIGINT stops receiving at once; received-but-unstarted messages are
 released with visibility 0; a running task gets ``grace`` seconds (its
 heartbeats continue), then it is stopped and released. A second signal
 releases everything now. What the worker still owes then (deletes, releases)
-is bounded by the clock (see :mod:`sqsmaster.shutdown`). ``run()`` returns the
+is bounded by the clock (see :mod:`sqsmaster.worker.shutdown`). ``run()`` returns the
 exit code: see :data:`EXIT_CODES`.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import platform
+import socket
+from pathlib import Path
 from typing import Any, Callable
 
+from ..backends import check_url
 from ..errors import ConfigurationError
-from ..limits import MAX_RECEIVE_MESSAGES, check_range, check_visibility_timeout, check_wait_time
+from ..limits import MAX_RECEIVE_MESSAGES, check_seconds, check_visibility_timeout, check_wait_time
 from ..supervise import DEFAULT_HARD_TIMEOUT
 from .loop import (  # noqa: F401  (the exit codes are part of this module's interface)
     EXIT_CODES,
@@ -46,12 +52,14 @@ from .shutdown import SHUTDOWN_MARGIN
 from .signals import ShutdownSignals
 from .worklog import AttemptRecord
 
+logger = logging.getLogger("sqsmaster.worker")
+
 
 class Worker:
     """Run registered tasks from one or more queues until stopped.
 
     :param queue: the queue URL (or a list of URLs, highest priority first)
-    :param tasks: a :class:`~sqsmaster.registry.Registry`, a module, or a module name
+    :param tasks: a :class:`~sqsmaster.worker.registry.Registry`, a module, a module name, or a list of them
     :param concurrency: tasks at once, each in its own process
     :param isolation: default isolation for tasks that do not set one ("signal" or "process")
     :param sqs_timeout: visibility held on a message while its task runs (s)
@@ -66,11 +74,11 @@ class Worker:
     :param dlq: an explicit dead-letter queue URL, for queues with no redrive policy
     :param queues: more queues after ``queue``, in priority order
     :param notify: ``notify(exception, context)`` for failures and rejected messages
-    :param on_attempt_end: called with an :class:`~sqsmaster.worklog.AttemptRecord` after each attempt
+    :param on_attempt_end: called with an :class:`~sqsmaster.worker.worklog.AttemptRecord` after each attempt
         (in the worker process that ran it)
-    :param job_log: append one :class:`~sqsmaster.jobs.JobRecord` per attempt to this JSON-lines
+    :param job_log: append one :class:`~sqsmaster.worker.jobs.JobRecord` per attempt to this JSON-lines
         file (shared by the ``concurrency`` processes; ``sqsmaster report`` reads it)
-    :param exit_at_deadline: ``grace`` + :data:`~sqsmaster.shutdown.SHUTDOWN_MARGIN` seconds after a
+    :param exit_at_deadline: ``grace`` + :data:`~sqsmaster.worker.shutdown.SHUTDOWN_MARGIN` seconds after a
         stop signal, exit the process (``os._exit``) with whatever is left logged; without it (the
         default in-process) the worker only logs it, and returns once its bounded calls end
     :raises ConfigurationError: for settings that cannot work, before anything is received
@@ -95,8 +103,13 @@ class Worker:
             raise ConfigurationError(f"max_tasks must be an int >= 1, not {max_tasks!r}")
         check_visibility_timeout("sqs_timeout", sqs_timeout)
         check_wait_time(wait_time)
-        check_range("grace", grace, 0, float("inf"))
+        check_seconds("grace", grace, allow_minimum=True)
         alarm = alarm_timeout if alarm_timeout is not None else max(sqs_timeout / 3, 0.5)
+        if queue_constructor is None:
+            for url in urls + ([dlq] if dlq else []):
+                check_url(url)  # a typo in a URL's form shows now, before the banner and any receive
+        if job_log is not None:
+            _check_job_log(str(job_log))
         self.registry: Registry = load_tasks(tasks)
         self.config = WorkerConfig(urls, self.registry, concurrency, isolation, sqs_timeout, alarm, hard_timeout,
                                    wait_time, max_tasks, until_empty, prefetch, grace, dlq, notify,
@@ -109,10 +122,30 @@ class Worker:
 
     def run(self) -> int:
         """Work until stopped, ``max_tasks`` or ``until_empty``; returns the exit code (:data:`EXIT_CODES`)."""
+        self._banner()
         if self.config.concurrency > 1:
             return run_pool(self.config)
         with ShutdownSignals(grace=self.config.grace, margin=SHUTDOWN_MARGIN) as signals:
             return WorkerLoop(self.config, signals).run()
+
+    def _banner(self) -> None:
+        """What is starting, once per worker (a pool's processes then each log "worker ready")."""
+        from .. import __version__
+
+        config = self.config
+        logger.info("sqsmaster %s worker starting (pid %d on %s, Python %s): concurrency %d, isolation %s, "
+                    "sqs-timeout %gs, heartbeat every %gs, hard-timeout %gs, grace %gs, prefetch %d", __version__,
+                    os.getpid(), socket.gethostname(), platform.python_version(), config.concurrency, config.isolation,
+                    config.sqs_timeout, config.alarm_timeout or 0, config.hard_timeout, config.grace, config.prefetch)
+
+
+def _check_job_log(path: str) -> None:
+    """The job log must be writable now, not found unwritable at the first attempt (each then logs an error)."""
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644))
+    except OSError as exc:
+        raise ConfigurationError(f"job log {path}: cannot write to it ({exc.strerror or exc})") from None
 
 
 class _Probe:

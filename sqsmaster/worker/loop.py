@@ -6,7 +6,7 @@ are the poison path (:func:`sqsmaster.consumer.read_message`); anything that esc
 a handler, or the loop's own code for one message, is that task's failure (its
 message handed back with a backoff); a task that calls ``sys.exit()`` fails
 (:class:`~sqsmaster.errors.TaskExit`). After a stop signal, what the loop still owes
-(deletes, releases) is bounded by the clock (:mod:`sqsmaster.shutdown`).
+(deletes, releases) is bounded by the clock (:mod:`sqsmaster.worker.shutdown`).
 """
 
 from __future__ import annotations

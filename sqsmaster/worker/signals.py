@@ -3,7 +3,7 @@
 The supervisor's signal code lives in :mod:`sqsmaster.supervise`: the SIGALRM
 deadline of signal isolation (:mod:`sqsmaster.supervise.deadline`) and the
 process-group signalling of process isolation (:mod:`sqsmaster.supervise.child`).
-A pool's parent counts its signals with :class:`sqsmaster.shutdown.CountedSignals`.
+A pool's parent counts its signals with :class:`sqsmaster.worker.shutdown.CountedSignals`.
 """
 
 from __future__ import annotations
