@@ -144,11 +144,10 @@ class ShutdownSignals:
         while not self._closed.wait(WATCH_TICK):
             received, now = self.received, self._clock()
             if received > seen:
+                self._log_stops(received, seen)
                 if seen == 0:
                     stopped_at = now
                     self._first_stop()
-                if received >= 2 > seen:
-                    logger.warning("%s received again: releasing everything now", self.cause())
                 seen = received
             if not seen:
                 continue
@@ -162,11 +161,19 @@ class ShutdownSignals:
                     and now >= stopped_at + self.grace + self.margin):
                 deadline_done = True
                 self._call(self.on_deadline, "on_deadline")
+        # Closed: a stop forced at once (two signals together) can end the worker before the next tick.
+        # Say what was received all the same; the worker's exit released what on_stop would have.
+        self._log_stops(self.received, seen)
+
+    def _log_stops(self, received: int, seen: int) -> None:
+        if received > seen == 0:
+            logger.warning("%s received: stopping (no new message; a running task has %s to finish; "
+                           "send it again to release everything now)", self.cause(),
+                           "unlimited time" if self.grace is None else f"{self.grace}s")
+        if received >= 2 > seen:
+            logger.warning("%s received again: releasing everything now", self.cause())
 
     def _first_stop(self) -> None:
-        logger.warning("%s received: stopping (no new message; a running task has %s to finish; "
-                       "send it again to release everything now)", self.cause(),
-                       "unlimited time" if self.grace is None else f"{self.grace}s")
         self._call(self.on_stop, "on_stop")
 
     @staticmethod
