@@ -265,6 +265,24 @@ def test_a_message_received_max_receive_count_times_moves_to_the_dead_letter_que
     assert counts(made.queue) == (0, 0, 0)
 
 
+def test_a_receive_that_moves_a_message_to_the_dead_letter_queue_hands_out_the_others_once(new_queue):
+    # Given a queue that redrives after 1 receive, a message received once and visible again, and three
+    # good messages behind it
+    made = new_queue(max_receive_count=1)
+    made.queue.send(SendEntry("poison"))
+    [poison] = made.queue.receive(1, wait_time=1, visibility_timeout=0)
+    for index in range(3):
+        made.queue.send(SendEntry(f"good{index}"))
+    # When one receive meets the poison message (moved on) and the good ones
+    batch = receive_all(made.queue, 3)
+    # Then each good message is handed out once, with one receipt
+    assert sorted(message.body for message in batch) == ["good0", "good1", "good2"]
+    assert len({message.message_id for message in batch}) == 3
+    assert made.dead_letter is not None
+    [dead] = made.dead_letter.receive(1, wait_time=1)
+    assert dead.message_id == poison.message_id
+
+
 def test_competing_consumers_never_get_the_same_message(new_queue):
     # Given 40 messages and four consumers (each with its own handle on the queue) receiving at once
     made = new_queue(visibility_timeout=30)

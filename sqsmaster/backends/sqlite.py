@@ -228,9 +228,12 @@ class SqliteQueue(DurableQueue):
         leased: list[tuple[Any, ...]] = []
         with self._transaction() as db:
             while len(leased) < max_messages:
+                # Rows taken by an earlier pass of this loop are still visible until the UPDATE below: skip
+                # them, or a message would be leased twice in one receive (and its task run twice).
+                taken = [row[0] for row in leased]
                 rows = db.execute(f"SELECT {_COLUMNS} FROM messages WHERE queue = ? AND visible_at <= ? "
-                                  "ORDER BY visible_at, seq LIMIT ?",
-                                  (self.name, now, max_messages - len(leased))).fetchall()
+                                  f"AND seq NOT IN ({', '.join('?' * len(taken))}) ORDER BY visible_at, seq LIMIT ?",
+                                  (self.name, now, *taken, max_messages - len(leased))).fetchall()
                 if not rows:
                     break
                 dead = [row for row in rows if self._must_redrive(row[6])]
