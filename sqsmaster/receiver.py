@@ -14,11 +14,12 @@ import threading
 import time
 from typing import Any, Callable
 
+from .alarms import block_stop_signals
 from .backends import Message, QueueBackend, open_queue
 from .consumer import queue_is_empty
 from .errors import LEASE_LOST_CODES, QueueDoesNotExist, QueueError
-from .lease import RELEASE_TIMEOUT, bounded
-from .limits import MAX_BATCH_ENTRIES, MAX_RECEIVE_MESSAGES, MAX_VISIBILITY_TIMEOUT
+from .lease import RELEASE_TIMEOUT, change_visibilities
+from .limits import MAX_RECEIVE_MESSAGES, MAX_VISIBILITY_TIMEOUT
 from .supervise.policy import HEARTBEAT_RETRY_DELAY, heartbeat_call_timeout
 
 logger = logging.getLogger("sqsmaster.worker")
@@ -192,18 +193,17 @@ class PendingLeases:
         """Make every pending message visible again at once; returns how many."""
         with self._lock:  # waits for an extension in flight: the release must land after it
             messages, self._messages = self._messages, []
-        for queue, batch in _by_queue(messages):
-            failed = _change_visibility(queue, [(m, 0) for m in batch], RELEASE_TIMEOUT)
-            for message in batch:
-                if message in failed:
-                    logger.warning("message %s: release failed (%s); it comes back when its visibility expires",
-                                   message.message_id, failed[message][1])
-                else:
-                    logger.info("released message %s (received, not started): visible again now",
-                                message.message_id)
+        failed = change_visibilities([(message, 0) for message in messages], RELEASE_TIMEOUT)
+        for message in messages:
+            if message in failed:
+                logger.warning("message %s: release failed (%s); it comes back when its visibility expires",
+                               message.message_id, failed[message][1])
+            else:
+                logger.info("released message %s (received, not started): visible again now", message.message_id)
         return len(messages)
 
     def _beat(self) -> None:
+        block_stop_signals()
         next_beat = time.monotonic() + self.period
         while not self._stop.wait(self.TICK):
             if self._should_release():
@@ -219,24 +219,26 @@ class PendingLeases:
         ok = True
         with self._lock:
             now = time.monotonic()
-            for queue, batch in _by_queue(self._messages):
-                entries, failed = [], {}
-                for message in batch:
-                    seconds = int(min(self.visibility_timeout, MAX_VISIBILITY_TIMEOUT - (now - message.received_at)))
-                    if seconds > 0:
-                        entries.append((message, seconds))
-                    else:
-                        failed[message] = ("InvalidParameterValue", "the 12-hour visibility cap since receipt")
-                failed.update(_change_visibility(queue, entries, self.call_timeout))
-                for message, (code, reason) in failed.items():
-                    if code in LEASE_LOST_CODES:
-                        self._messages.remove(message)
-                        logger.error("message %s: LEASE LOST (%s) before it started: no longer ours; dropped",
-                                     message.message_id, code)
-                    else:
-                        ok = False
-                        logger.warning("message %s: extending visibility of a prefetched message failed (%s); "
-                                       "retrying", message.message_id, reason)
+            entries, failed = [], {}
+            for message in self._messages:
+                seconds = int(min(self.visibility_timeout, MAX_VISIBILITY_TIMEOUT - (now - message.received_at)))
+                if seconds > 0:
+                    entries.append((message, seconds))
+                else:
+                    failed[message] = ("InvalidParameterValue", "the 12-hour visibility cap since receipt")
+            failed.update(change_visibilities(entries, self.call_timeout))
+            for message, seconds in entries:
+                if message not in failed:
+                    message.leased(seconds, at=now)  # the handler then skips its own first extension
+            for message, (code, reason) in failed.items():
+                if code in LEASE_LOST_CODES:
+                    self._messages.remove(message)
+                    logger.error("message %s: LEASE LOST (%s) before it started: no longer ours; dropped",
+                                 message.message_id, code)
+                else:
+                    ok = False
+                    logger.warning("message %s: extending visibility of a prefetched message failed (%s); "
+                                   "retrying", message.message_id, reason)
         return ok
 
     def close(self) -> None:
@@ -246,28 +248,3 @@ class PendingLeases:
         if self._thread is not None:
             self._thread.join(self.TICK * 10)
 
-
-def _by_queue(messages: list[Message]) -> list[tuple[QueueBackend, list[Message]]]:
-    groups: dict[int, tuple[QueueBackend, list[Message]]] = {}
-    for message in messages:
-        groups.setdefault(id(message.queue), (message.queue, []))[1].append(message)
-    return list(groups.values())
-
-
-def _change_visibility(queue: QueueBackend, entries: list[tuple[Message, int]],
-                       timeout: float) -> dict[Message, tuple[str, str]]:
-    """Set visibilities ten to a call through the queue's bounded twin; returns the failed messages
-    with (SQS error code, reason)."""
-    failed: dict[Message, tuple[str, str]] = {}
-    twin = queue.heartbeat_queue(timeout=bounded(timeout))
-    for start in range(0, len(entries), MAX_BATCH_ENTRIES):
-        chunk = entries[start:start + MAX_BATCH_ENTRIES]
-        try:
-            errors = twin.change_visibility_batch([(m.receipt_handle, seconds) for m, seconds in chunk])
-        except QueueError as exc:
-            failed.update((message, (type(exc).__name__, str(exc))) for message, _ in chunk)
-            continue
-        for error in errors:
-            message = chunk[int(error["Id"])][0]
-            failed[message] = (str(error.get("Code")), str(error.get("Message") or error.get("Code")))
-    return failed
