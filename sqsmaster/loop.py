@@ -119,8 +119,8 @@ class WorkerLoop:
         self._clients = [client for _, client in opened if client is not None]
         dlq = opened[-1][0] if config.dlq else None
         self.outcomes = Outcomes(dlq, config.notify, config.on_attempt_end, config.job_log)
-        self.receiver = Receiver(self.queues, wait_time=config.wait_time,
-                                 visibility_timeout=int(config.sqs_timeout), should_stop=lambda: signals.stopping)
+        self.receiver = Receiver(self.queues, wait_time=config.wait_time, visibility_timeout=int(config.sqs_timeout),
+                                 should_stop=lambda: signals.stopping or self._orphaned())
         self.pending = PendingLeases(int(config.sqs_timeout), float(config.alarm_timeout or 1))
         self.order = GroupOrder()
         # Succeeded messages are deleted ten at a time, well inside their visibility timeout.
@@ -192,10 +192,13 @@ class WorkerLoop:
         if self.config.max_tasks is not None and self._claim is None and self.ended >= self.config.max_tasks:
             logger.info("%d task(s) ended: stopping (--max-tasks)", self.ended)
             return True
-        if self._parent is not None and os.getppid() != self._parent:
+        if self._orphaned():
             logger.warning("the parent process is gone: stopping")
             return True
         return False
+
+    def _orphaned(self) -> bool:
+        return self._parent is not None and os.getppid() != self._parent
 
     def _receive(self) -> Message | None:
         want = 1 + self.config.prefetch
