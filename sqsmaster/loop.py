@@ -126,7 +126,7 @@ class WorkerLoop:
         # Succeeded messages are deleted ten at a time, well inside their visibility timeout.
         self.deletes = DeleteBatcher(max_delay=min(DEFAULT_MAX_DELAY, float(config.sqs_timeout) / 4),
                                      route=self.receiver.twin)
-        self._payload_stores: dict[str, PayloadStore] = {}
+        self._payload_stores: dict[tuple[str | None, str | None], PayloadStore] = {}
         self._lock = threading.Lock()
         self._release_lock = threading.Lock()
         self._releasing: list[Message] = []
@@ -274,12 +274,16 @@ class WorkerLoop:
         return self._claim() if self._claim is not None else True
 
     def _payloads(self, message: Message) -> PayloadStore:
-        # One S3 client per queue, made on the first pointer: the store lends its client, the pointer names
-        # the bucket.
+        # One S3 client per worker (per endpoint and region its queues are on, one in practice), made on the
+        # first pointer: the store lends its client, the pointer names the bucket. A client costs tens of
+        # milliseconds of CPU and a connection of its own.
+        from .backends.sqs import endpoint_and_region  # only a message with a pointer needs it
+
         url = message.queue.url
-        if url not in self._payload_stores:
-            self._payload_stores[url] = PayloadStore("s3://payloads", queue_url=url)
-        return self._payload_stores[url]
+        where = endpoint_and_region(url)
+        if where not in self._payload_stores:
+            self._payload_stores[where] = PayloadStore("s3://payloads", queue_url=url)
+        return self._payload_stores[where]
 
     def _run(self, message: Message, spec: TaskSpec, name: str, kwargs: dict[str, Any], attempt: int) -> str | None:
         """Run the task under its handler; returns the handler's outcome."""
