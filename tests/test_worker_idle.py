@@ -18,7 +18,7 @@ from sqsmaster import open_queue
 from sqsmaster.longpoll import IDLE_VISIBILITY, LongPoll
 from sqsmaster.receiver import receiving_twin
 
-from .workerkit import WorkerRun, starts, submit, wait_for
+from .workerkit import WorkerRun, client_for, starts, submit, wait_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
@@ -254,3 +254,54 @@ def test_a_message_whose_extension_fails_after_an_idle_receive_is_not_started_an
     assert messages == [] and fault_proxy.calls.get("ChangeMessageVisibilityBatch") == 1
     assert visible_again_within(sqs_client, url, STRANDED_AT_MOST) == [sent]
     queue.close()
+
+
+# -- the server freezes (SIGSTOP: a network partition as the worker sees it) during an idle long poll ------
+
+@pytest.fixture
+def frozen_counted(frozen_moto) -> Iterator[tuple[Any, Any, Any]]:
+    """``(moto process, counting proxy in front of it, a client that talks to moto directly)``."""
+    process, endpoint = frozen_moto
+    with CountingProxy(int(endpoint.rsplit(":", 1)[1])) as proxy:
+        yield process, proxy, client_for(endpoint)
+
+
+def test_sigterm_stops_an_idle_worker_at_once_while_the_server_is_frozen(frozen_counted, workers):
+    # Given an idle worker in a long poll, and then the server freezes
+    process, proxy, client = frozen_counted
+    url = client.create_queue(QueueName="frozen-idle", Attributes={"VisibilityTimeout": "60"})["QueueUrl"]
+    run = workers([through(proxy, url)])
+    idle_and_polling(proxy, run, [url])
+    process.send_signal(signal.SIGSTOP)
+
+    # When it gets SIGTERM
+    stopped = time.monotonic()
+    run.send_signal(signal.SIGTERM)
+    code = run.wait(timeout=30)
+    took = time.monotonic() - stopped
+    process.send_signal(signal.SIGCONT)
+
+    # Then it exits cleanly within 1.5 s (see IDLE_STOP): it waits for no answer, and it owed nothing
+    assert code == 0, run.stderr
+    assert took < IDLE_STOP, (took, run.stderr)
+
+
+def test_an_idle_worker_whose_server_freezes_during_its_long_poll_carries_on_once_it_thaws(
+        frozen_counted, workers):
+    # Given an idle worker in a 3 s long poll (so its receive gives up 3 s after its wait: RECEIVE_MARGIN)
+    process, proxy, client = frozen_counted
+    url = client.create_queue(QueueName="frozen-thaw", Attributes={"VisibilityTimeout": "60"})["QueueUrl"]
+    run = workers([through(proxy, url)], "--wait-time", "3")
+    idle_and_polling(proxy, run, [url])
+
+    # When the server freezes for longer than the receive's read timeout, then thaws, and a message comes
+    process.send_signal(signal.SIGSTOP)
+    wait_for(lambda: "queue unreachable" in run.stderr, timeout=20, message="the receive to give up")
+    process.send_signal(signal.SIGCONT)
+    sent = submit(client, url, "note", id="after-thaw")
+
+    # Then the worker runs it (its backoff is short after one failure), and still stops cleanly
+    wait_for(lambda: starts(run.record_path) == ["after-thaw"], timeout=30, message="the task after the thaw")
+    assert sent
+    run.send_signal(signal.SIGTERM)
+    assert run.wait(timeout=10) == 0, run.stderr
