@@ -16,6 +16,10 @@ thread of its own while the worker's main thread keeps looking at its stop flag:
   (visibility 0); if it does not (it exited, or was SIGKILLed at any instant of the
   wait), those messages come back IDLE_VISIBILITY seconds after the receive, not
   after the worker's visibility timeout.
+* the worker stops while the thread extends what it got: the worker waits for that
+  call (at most :data:`EXTEND_TIMEOUT`) and takes the messages, which its stop then
+  releases. Not waiting would let the process exit with the extension done at the
+  server and nobody left to release: hidden for the whole visibility timeout.
 
 What this costs: one visibility call per wake-up (per poll that returns messages, for
 all of them), none per task of a busy worker, whose receives are short and hide
@@ -64,6 +68,7 @@ class LongPoll:
         self._lock = threading.Lock()
         self._done = threading.Event()
         self._finished = False
+        self._extending = False  # the receive returned messages and the thread is extending them
         self._abandoned = False
         self._messages: list[Message] = []
         self._error: Exception | None = None
@@ -78,6 +83,8 @@ class LongPoll:
 
         Returns [] as soon as ``should_stop()`` says so while the poll still waits (looked at every
         :data:`STOP_TICK` s): the poll is then abandoned, and the thread releases whatever it gets.
+        Once the poll got messages it is no longer abandoned: this waits for their extension (at most
+        :data:`EXTEND_TIMEOUT`) and returns them, for the caller to release or run.
         Raises what the receive raised (QueueError, QueueDoesNotExist).
         """
         while not self._done.wait(STOP_TICK):
@@ -88,9 +95,9 @@ class LongPoll:
         return self._messages
 
     def _abandon(self) -> bool:
-        """Stop listening; False if the poll has already handed its messages over (the caller takes them)."""
+        """Stop listening; False if the poll got messages already (the caller waits and takes them)."""
         with self._lock:
-            if self._finished:
+            if self._finished or self._extending:
                 return False
             self._abandoned = True
             return True
@@ -103,7 +110,9 @@ class LongPoll:
             messages = self._receiving.receive(self.count, self.wait_time, IDLE_VISIBILITY)
             for message in messages:
                 message.queue = self.queue  # deletes and releases go through the worker's own handle
-            if messages and not self._abandoned:  # an abandoned poll's messages are released below instead
+            with self._lock:  # from here on, a stop waits for the extension (see the module's docstring)
+                self._extending = bool(messages) and not self._abandoned
+            if self._extending:  # an abandoned poll's messages are released below instead
                 messages = self._extend(messages)
         except Exception as exc:  # the main thread raises it (or, abandoned, nobody needs it)
             error = exc

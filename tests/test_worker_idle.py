@@ -30,6 +30,8 @@ IDLE_STOP = 1.5
 #: A message an abandoned poll got is visible again within IDLE_VISIBILITY of that receive; 4 s more for
 #: the test's own receives and scheduling on a loaded machine (the worker's visibility here is 60 s).
 STRANDED_AT_MOST = IDLE_VISIBILITY + 4
+#: How late the fault proxy answers an extension (s): long enough for a SIGTERM to land while it is on its way.
+HELD = 1.0
 
 
 @pytest.fixture
@@ -305,3 +307,30 @@ def test_an_idle_worker_whose_server_freezes_during_its_long_poll_carries_on_onc
     assert sent
     run.send_signal(signal.SIGTERM)
     assert run.wait(timeout=10) == 0, run.stderr
+
+
+def test_sigterm_while_an_idle_receive_is_being_extended_releases_the_message_instead_of_stranding_it(
+        make_queue, sqs_client, fault_proxy, workers):
+    # Given an idle worker in a long poll through a proxy that answers its first ChangeMessageVisibilityBatch
+    # 1 s late (done at the server: the message is hidden for the worker's 60 s; the worker does not know yet)
+    url = make_queue(visibility_timeout=60)
+    fault_proxy.hold("ChangeMessageVisibilityBatch", HELD, calls={1})
+    run = workers([f"{fault_proxy.endpoint}{urlsplit(url).path}"])
+    run.wait_until_ready()
+    wait_for(lambda: fault_proxy.calls.get("ReceiveMessage", 0) > 1, timeout=15, message="the first idle long poll")
+    time.sleep(0.5)  # it reaches the server
+
+    # When a message wakes it, and SIGTERM comes while the extension of that message is on its way
+    sent = submit(sqs_client, url, "note", id="woken")
+    wait_for(lambda: fault_proxy.calls.get("ChangeMessageVisibilityBatch"), timeout=10, message="the extension")
+    stopped = time.monotonic()
+    run.send_signal(signal.SIGTERM)
+    code = run.wait(timeout=20)
+    took = time.monotonic() - stopped
+
+    # Then the worker waited for the extension (it must know how it ended), then released the message: it is
+    # visible again at once, not after 60 s, and its task never started
+    assert code == 0, run.stderr
+    assert took < HELD + IDLE_STOP, (took, run.stderr)  # the held answer, then an idle worker's stop
+    assert visible_again_within(sqs_client, url, STRANDED_AT_MOST) == [sent]
+    assert starts(run.record_path) == []
