@@ -119,8 +119,11 @@ class WorkerLoop:
         self._clients = [client for _, client in opened if client is not None]
         dlq = opened[-1][0] if config.dlq else None
         self.outcomes = Outcomes(dlq, config.notify, config.on_attempt_end, config.job_log)
+        # A drain (--until-empty) looks at the queues every second, to end within a second of their last
+        # delete (another worker's included) rather than a long poll later.
         self.receiver = Receiver(self.queues, wait_time=config.wait_time, visibility_timeout=int(config.sqs_timeout),
-                                 should_stop=lambda: signals.stopping or self._orphaned())
+                                 should_stop=lambda: signals.stopping or self._orphaned(),
+                                 long_poll=not config.until_empty)
         self.pending = PendingLeases(int(config.sqs_timeout), float(config.alarm_timeout or 1))
         self.order = GroupOrder()
         # Succeeded messages are deleted ten at a time, well inside their visibility timeout.

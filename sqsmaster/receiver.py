@@ -90,11 +90,14 @@ class Receiver:
     ``should_stop()`` turns true during an idle long poll. It never raises QueueError for
     an unreachable endpoint: it logs, waits with capped exponential backoff (checking
     ``should_stop`` every 0.1 s) and returns []. QueueDoesNotExist propagates.
+
+    ``long_poll=False`` keeps the busy way while idle too (a drain that must notice the
+    queues are empty within a second of it, not after a long poll).
     """
 
     def __init__(self, queues: list[QueueBackend], *, wait_time: float, visibility_timeout: int,
                  should_stop: Callable[[], bool] = lambda: False,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, long_poll: bool = True) -> None:
         self.queues = queues
         self._receiving = [receiving_twin(queue) for queue in queues]
         self.slice = int(min(wait_time, POLL_SLICE))
@@ -104,7 +107,7 @@ class Receiver:
         self._sleep = sleep
         self.failures = 0
         #: Long polls only pay where a receive is a billed request that cannot be cancelled: SQS.
-        self._long_polling = self.wait_time > self.slice and all(
+        self._long_polling = long_poll and self.wait_time > self.slice and all(
             twin is not queue for twin, queue in zip(self._receiving, queues))
         self._polling: list[QueueBackend | None] = [None] * len(queues)
         self.idle = False

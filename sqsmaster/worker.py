@@ -61,7 +61,8 @@ class Worker:
         this long (on SQS; a stop does not wait for it, see :mod:`sqsmaster.receiver`)
     :param max_tasks: exit after this many tasks ended, whatever their outcome
     :param until_empty: exit once a receive is empty, no task of ours runs and every queue
-        reports no visible, in-flight or delayed message
+        reports no visible, in-flight or delayed message (such a worker does not long-poll: it
+        receives with 1 s waits, to end within about a second of the last delete)
     :param prefetch: messages held beyond the running one (heartbeated until they start)
     :param grace: seconds a running task may finish after SIGTERM/SIGINT
     :param dlq: an explicit dead-letter queue URL, for queues with no redrive policy

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -14,7 +15,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from sqsmaster import open_queue
+from sqsmaster import Registry, Worker, open_queue
 from sqsmaster.longpoll import IDLE_VISIBILITY, LongPoll
 from sqsmaster.receiver import receiving_twin
 
@@ -334,3 +335,28 @@ def test_sigterm_while_an_idle_receive_is_being_extended_releases_the_message_in
     assert took < HELD + IDLE_STOP, (took, run.stderr)  # the held answer, then an idle worker's stop
     assert visible_again_within(sqs_client, url, STRANDED_AT_MOST) == [sent]
     assert starts(run.record_path) == []
+
+
+def test_a_draining_worker_ends_soon_after_another_consumer_deletes_the_last_message(make_queue, sqs_client):
+    # Given a --until-empty worker (default 20 s wait) on a queue whose one message another consumer holds,
+    # and deletes 2 s later
+    url = make_queue(visibility_timeout=60)
+    submit(sqs_client, url, "note", id="held")
+    held = sqs_client.receive_message(QueueUrl=url, VisibilityTimeout=60)["Messages"][0]
+    timer = threading.Timer(2, lambda: sqs_client.delete_message(QueueUrl=url, ReceiptHandle=held["ReceiptHandle"]))
+    registry = Registry()
+
+    @registry.task
+    def note(id: str) -> None:
+        raise AssertionError("nothing to run")
+
+    # When the worker drains it
+    started = time.monotonic()
+    timer.start()
+    code = Worker(url, registry, sqs_timeout=60, until_empty=True).run()
+    took = time.monotonic() - started
+
+    # Then it ends within seconds of that delete (it looks every second), not after a 20 s long poll: 10 s
+    # leaves 8 s for a loaded machine, and a long poll begun before the delete would end after 20 s
+    assert code == 0
+    assert took < 10, took
