@@ -360,3 +360,28 @@ def test_a_draining_worker_ends_soon_after_another_consumer_deletes_the_last_mes
     # leaves 8 s for a loaded machine, and a long poll begun before the delete would end after 20 s
     assert code == 0
     assert took < 10, took
+
+
+def test_an_idle_pool_costs_a_few_receives_a_minute_per_worker_process_and_stops_at_once(
+        make_queue, counted, workers):
+    # Given a pool of two worker processes, idle on one queue
+    url = make_queue()
+    run = workers([through(counted, url)], "--concurrency", "2")
+    run.wait_until_ready()
+    wait_for(lambda: receives(counted, [url]) > 2, timeout=20, message="a long poll")
+    time.sleep(2)  # both processes are past their first pass
+
+    # When it idles for 25 s
+    before = receives(counted, [url])
+    time.sleep(25)
+    during = receives(counted, [url]) - before
+
+    # Then it made at most 3 ReceiveMessage calls per process (1 s slices would make 50)
+    assert during <= 2 * 3, during
+    # And SIGTERM stops the pool within 1.5 s (see IDLE_STOP: the children stop as a lone worker does)
+    stopped = time.monotonic()
+    run.send_signal(signal.SIGTERM)
+    code = run.wait(timeout=10)
+    took = time.monotonic() - stopped
+    assert code == 0, run.stderr
+    assert took < IDLE_STOP, (took, run.stderr)
