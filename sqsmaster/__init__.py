@@ -3,6 +3,7 @@
 from .backends import LocalQueue, Message, QueueBackend, SendEntry, open_queue
 from .errors import (
     ConfigurationError,
+    CredentialsMissing,
     EncodeError,
     HandlerInterrupt,
     HardTimeoutExceeded,
@@ -27,6 +28,7 @@ from .producer import Task
 from .registry import Registry, load_tasks, task
 from .retry import Retry, RetryPolicy, exponential, fixed, linear
 from .supervise import MessageHandler
+from .testing import LocalMessage
 from .worker import Worker
 
 __version__ = "0.1.0"
@@ -38,5 +40,5 @@ __all__ = [
     "open_queue", "__version__",
     "MemoryCapExceeded", "TaskAbandoned", "TaskCrashed", "TaskExit", "TaskFailed",
     "Registry", "Retry", "RetryPolicy", "Worker", "exponential", "fixed", "linear", "load_tasks", "task",
-    "SubmitFailed", "Task",
+    "SubmitFailed", "Task", "CredentialsMissing", "LocalMessage",
 ]

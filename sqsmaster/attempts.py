@@ -19,7 +19,7 @@ from .backends import Message, QueueBackend
 from .consumer import reject
 from .deadletter import DeadLetter
 from .jobs import JobLog, record_from_handler, record_from_message
-from .lease import Lease, default_backoff
+from .lease import Lease, default_backoff, notify_context
 from .retry import Retry
 from .worklog import AttemptRecord, log_event
 
@@ -60,9 +60,12 @@ class Outcomes:
         self.dead_letters: dict[str, DeadLetter] = {}
 
     def read_policies(self, queues: list[QueueBackend]) -> None:
-        """Read each queue's redrive policy (a missing queue shows now). Raises QueueError."""
+        """Read each queue's redrive policy, and look at the explicit dead-letter queue: a missing queue (a
+        mistyped ``--dlq`` included) shows now, not at the first dead letter. Raises QueueError."""
         for queue in queues:
             self.dead_letters[queue.url] = DeadLetter(queue, self.dlq)
+        if self.dlq is not None:
+            self.dlq.get_attributes()
 
     def dead_letter(self, message: Message) -> DeadLetter:
         """The dead-letter path of the message's queue."""
@@ -181,7 +184,7 @@ class Outcomes:
         if self.notify is None:
             return
         try:
-            self.notify(error, {"body": message.body, "message_id": message.message_id})
+            self.notify(error, context=notify_context(message))
         except Exception:
             logger.exception("message %s: notify() itself failed", message.message_id)
 

@@ -18,14 +18,14 @@ from .backends import Message, QueueBackend
 from .delays import hold_if_not_due
 from .encoding import decode_task
 from .errors import MalformedMessage, QueueError
-from .lease import Lease, default_backoff, receive_count
+from .lease import Lease, default_backoff, notify_context, receive_count
 from .limits import check_max_messages, check_visibility_timeout, check_wait_time
 from .ordering import GroupOrder
 from .payloads import PayloadStore, resolve_payload
 
 logger = logging.getLogger(__name__)
 
-Notify = Callable[[BaseException, "dict[str, Any] | None"], None]
+Notify = Callable[..., None]  # notify(exception, context=None)
 
 
 def reject(message: Message, error: BaseException, notify: Notify | None) -> None:
@@ -35,10 +35,10 @@ def reject(message: Message, error: BaseException, notify: Notify | None) -> Non
     redrive policy moves it to the dead-letter queue, where it can be inspected.
     """
     attempt = receive_count(message)
-    context = {"body": message.body, "message_id": message.message_id, **(message.attributes or {})}
+    context = notify_context(message)
     if notify is not None:
         try:
-            notify(error, context)
+            notify(error, context=context)
         except Exception:
             logger.exception("message %s: notify() itself failed", message.message_id)
     logger.error("message %s: rejected: %s (receive count %d); left for the redrive policy",

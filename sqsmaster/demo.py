@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -85,9 +86,26 @@ class DemoQueue:
 
 
 def run_demo(sqs: bool = False, out_dir: str | None = None, out: Callable[[str], Any] = print) -> int:
-    """Run the demo; returns 0 when every task ended as expected, 1 otherwise (2: moto missing for ``sqs``)."""
+    """Run the demo; returns 0 when every task ended as expected, 1 otherwise (2: moto missing for ``sqs``).
+
+    With ``out_dir``, the job log, the worker's log and the timeline are written there and kept.
+    Without, they go to a temporary directory that is removed when every task ended as expected
+    (and kept, with its paths printed, when one did not: the worker's log says why).
+    """
+    if out_dir is not None:
+        return _run_demo(sqs, Path(out_dir), out, keep=True)
+    directory = Path(tempfile.mkdtemp(prefix="sqsmaster-demo-"))
+    code = 1
+    try:
+        code = _run_demo(sqs, directory, out, keep=False)
+    finally:
+        if code == 0:
+            shutil.rmtree(directory, ignore_errors=True)
+    return code
+
+
+def _run_demo(sqs: bool, out_path: Path, out: Callable[[str], Any], keep: bool) -> int:
     started = time.monotonic()
-    out_path = Path(out_dir or tempfile.mkdtemp(prefix="sqsmaster-demo-"))
     out_path.mkdir(parents=True, exist_ok=True)
     job_log = out_path / "jobs.log"
     if job_log.exists():
@@ -103,9 +121,12 @@ def run_demo(sqs: bool = False, out_dir: str | None = None, out: Callable[[str],
     records = JobLog(job_log).records() if job_log.exists() else []
     ok = _summarise(records, ids, out) and code == 0 and left == 0 and dead == 2
     out(f"\nqueue now: {left} message(s); dead-letter queue: {dead} (solve and fetch); worker exit code {code}")
-    _draw(records, out_path / "timeline.png", out)
-    out(f"job log    {job_log}  (sqsmaster report {job_log} --csv jobs.csv --timeline timeline.png)")
-    out(f"worker log {out_path / 'worker.log'}")
+    if keep or not ok:
+        _draw(records, out_path / "timeline.png", out)
+        out(f"job log    {job_log}  (sqsmaster report {job_log} --csv jobs.csv --timeline timeline.png)")
+        out(f"worker log {out_path / 'worker.log'}")
+    else:
+        out("the job log, the worker's log and the timeline were temporary: sqsmaster demo --out DIR keeps them")
     out(f"{'every task ended as expected' if ok else 'SOME TASK DID NOT END AS EXPECTED'}; "
         f"took {time.monotonic() - started:.1f}s")
     return 0 if ok else 1

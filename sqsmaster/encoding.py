@@ -1,18 +1,38 @@
 """The wire format, shared with sqstaskmaster so both interoperate on one queue.
 
-A body is ``json.dumps({"task": name, "kwargs": kwargs})``. Values JSON cannot
-hold are encoded to documented forms, and nothing else is guessed:
+A body is ``json.dumps({"task": name, "kwargs": kwargs})``. sqstaskmaster encodes a
+value JSON cannot hold as ``str(value)``; sqsmaster does the same where that string
+is the value's own canonical text, so either library's producer can feed either
+library's consumer (a consumer that parses dates with ``strptime`` keeps working
+when the producer switches), and refuses the rest, naming the kwarg, where
+sqstaskmaster sent something no consumer could read back:
 
-=====================  ==========================================
-Python value           JSON form (what the task receives)
-=====================  ==========================================
-``datetime.datetime``  ISO 8601 string, ``dt.isoformat()``
-``datetime.date``      ``"YYYY-MM-DD"``
-``datetime.time``      ISO 8601 string, ``t.isoformat()``
-``decimal.Decimal``    its exact string, ``str(d)``
-``uuid.UUID``          canonical hyphenated string, ``str(u)``
-tuple, set, frozenset  list (sets sorted when their items allow)
-=====================  ==========================================
+==========================================  =================================  =====================================
+Python value                                sqsmaster sends                    sqstaskmaster sent
+==========================================  =================================  =====================================
+str, int, float, bool, None, list, dict     itself (JSON)                      the same
+tuple                                       a list                             the same
+``datetime.datetime``                       ``str(dt)``: ``"2019-01-01         the same
+                                            12:30:00"`` (``.123456`` when it
+                                            has microseconds, ``+00:00`` when
+                                            it has a time zone)
+``datetime.date``                           ``"2019-01-01"``                   the same
+``datetime.time``                           ``"12:30:00"`` (``str(t)``)        the same
+``decimal.Decimal``                         its exact string, ``"1.10"``       the same
+``uuid.UUID``                               ``"12345678-1234-..."``            the same
+``pathlib`` path                            ``"images/cat.png"``               the same
+float ``nan``, ``inf``, ``-inf``            refused (EncodeError)              bare ``NaN``/``Infinity``: not JSON,
+                                                                               other consumers fail to parse it
+a dict key that is not a str                refused                            ``1`` became ``"1"`` silently
+set, frozenset                              refused (pass a sorted list)       ``"{1, 2}"``, a Python repr
+bytes, enum members, any other object       refused                            ``"b'...'"``, ``"Color.RED"``,
+                                                                               ``"<Foo object at 0x...>"``
+a value that contains itself                refused                            ``ValueError`` from json
+==========================================  =================================  =====================================
+
+:func:`encode_task` raises :class:`~sqsmaster.errors.EncodeError` naming the kwarg and the
+path to the value inside it (``stats['mean']``). The receiving side gets plain JSON: strings
+stay strings, so parse dates in the task (``datetime.fromisoformat`` reads ``str(dt)``).
 """
 
 from __future__ import annotations
@@ -21,11 +41,17 @@ import datetime
 import decimal
 import json
 import math
+import pathlib
 import re
 import uuid
-from typing import Any
+from typing import Any, Iterator
 
 from .errors import ConfigurationError, EncodeError, MalformedMessage
+
+#: Types sent as ``str(value)``, sqstaskmaster's encoding, because that string is the value's canonical text.
+#: (``datetime.datetime`` is a ``datetime.date``.)
+STR_ENCODED = (datetime.date, datetime.time, decimal.Decimal, uuid.UUID, pathlib.PurePath)
+_CONTAINERS = (dict, list, tuple)
 
 
 class _Unencodable(Exception):
@@ -34,39 +60,104 @@ class _Unencodable(Exception):
 
 
 def _default(value: object) -> Any:
-    if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
-        return value.isoformat()
-    if isinstance(value, (decimal.Decimal, uuid.UUID)):
+    if isinstance(value, STR_ENCODED):
         return str(value)
-    if isinstance(value, (set, frozenset)):
-        try:
-            return sorted(value)  # type: ignore[type-var]
-        except TypeError:
-            return list(value)
     raise _Unencodable(value)
 
 
 def encode_task(task: str, kwargs: dict[str, Any]) -> str:
-    """Encode a task call to a message body.
+    """Encode a task call to a message body, as sqstaskmaster does (see the module's table).
 
-    Raises :class:`EncodeError` naming the first keyword argument that cannot be encoded.
+    Raises :class:`EncodeError` naming the kwarg (and the path inside it) that JSON cannot hold:
+    a set, a float nan or inf, a dict key that is not a str, bytes, an object with no canonical
+    text, a value that contains itself. Nothing is sent then.
     """
     if not isinstance(task, str) or not task:
         raise ConfigurationError(f"task name must be a non-empty string, not {task!r}")
+    if not isinstance(kwargs, dict):
+        raise ConfigurationError(f"kwargs of task {task!r} must be a dict, not {type(kwargs).__name__}")
     try:
-        return json.dumps({"task": task, "kwargs": kwargs}, default=_default)
-    except (_Unencodable, TypeError, ValueError):  # also non-str keys, cycles
-        key = _find_unencodable_key(kwargs)
-        raise EncodeError(key, kwargs.get(key, kwargs)) from None
+        body = json.dumps({"task": task, "kwargs": kwargs}, default=_default, allow_nan=False)
+    except (_Unencodable, TypeError, ValueError, RecursionError):  # a set, nan, an object, a cycle...
+        raise _explain(kwargs) from None
+    # json.dumps turns int, float, bool and None dict keys into strings without a word, and a consumer refuses
+    # a body nested deeper than MAX_NESTING_DEPTH. Reading the body back (in C) clears plain data at once;
+    # only kwargs that differ from what a consumer reads (tuples, dates...) are walked.
+    if nests_deeper_than(body) or (json.loads(body)["kwargs"] != kwargs and not _keys_are_str(kwargs)):
+        raise _explain(kwargs)
+    return body
 
 
-def _find_unencodable_key(kwargs: dict[str, Any]) -> str:
+def _keys_are_str(kwargs: dict[str, Any]) -> bool:
+    """True when every dict inside ``kwargs`` (itself included) has only str keys and the body nests
+    no deeper than the decoder reads (:data:`MAX_NESTING_DEPTH`). It visits containers only, and scans
+    long ones in C (``map(type, ...)``)."""
+    stack: list[tuple[Any, int]] = [(kwargs, 2)]  # the body's object is level 1, kwargs level 2
+    seen = {id(kwargs)}  # a value shared many times is looked at once; a cycle stops here (json.dumps names it)
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_NESTING_DEPTH:
+            return False
+        if isinstance(value, dict):
+            if not _all_of(value, str):
+                return False
+            items: Any = value.values()
+        else:
+            items = value
+        if len(items) > _SCAN_IN_C and not any(issubclass(kind, _CONTAINERS) for kind in set(map(type, items))):
+            continue
+        for item in items:
+            if isinstance(item, _CONTAINERS) and id(item) not in seen:
+                seen.add(id(item))
+                stack.append((item, depth + 1))
+    return True
+
+
+#: Containers longer than this are scanned for nested containers by type in C, not item by item.
+_SCAN_IN_C = 32
+
+
+def _all_of(keys: Any, kind: type) -> bool:
+    if len(keys) > _SCAN_IN_C:
+        return all(issubclass(found, kind) for found in set(map(type, keys)))
+    return all(isinstance(key, kind) for key in keys)
+
+
+def _explain(kwargs: dict[str, Any]) -> EncodeError:
+    """The EncodeError for the first kwarg that cannot be encoded (the slow path: only after a failure)."""
     for key, value in kwargs.items():
-        try:
-            json.dumps(value, default=_default)
-        except (_Unencodable, TypeError, ValueError):
-            return str(key)
-    return "?"
+        if not isinstance(key, str):
+            return EncodeError(repr(key), key, f"is a kwarg name of type {type(key).__name__}, not a string")
+        for path, reason in _problems(value, key, 3, ()):
+            return EncodeError(key, value, reason, path)
+    return EncodeError("?", kwargs, "cannot be encoded")
+
+
+def _problems(value: Any, path: str, depth: int, ancestors: tuple[int, ...]) -> Iterator[tuple[str, str]]:
+    """``(path, reason)`` of each value under ``value`` that the wire cannot carry, depth first."""
+    if isinstance(value, float) and not math.isfinite(value):
+        yield path, f"is the float {value}, which JSON cannot hold (sqstaskmaster sent it as bare NaN/Infinity, " \
+                    "which other JSON parsers refuse)"
+    elif isinstance(value, (str, int, float, type(None))) or isinstance(value, STR_ENCODED):
+        return
+    elif not isinstance(value, _CONTAINERS):
+        yield path, ("is a set (pass a sorted list)" if isinstance(value, (set, frozenset)) else
+                     f"is of type {type(value).__name__}, which JSON cannot hold; pass str, int, float, bool, None, "
+                     "a list, tuple or dict (str keys) of those, a date, datetime, time, Decimal, UUID or path")
+    elif id(value) in ancestors:
+        yield path, "is a list/dict that contains itself (a cycle)"
+    elif depth > MAX_NESTING_DEPTH:
+        yield path, f"nests lists/dicts deeper than a consumer reads ({MAX_NESTING_DEPTH} levels, MAX_NESTING_DEPTH)"
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                yield path, (f"has the key {key!r} of type {type(key).__name__}; JSON keys are strings (json.dumps "
+                             "would turn it into a string without a word)")
+                return
+            yield from _problems(item, f"{path}[{key!r}]", depth + 1, (*ancestors, id(value)))
+    else:
+        for index, item in enumerate(value):
+            yield from _problems(item, f"{path}[{index}]", depth + 1, (*ancestors, id(value)))
 
 
 #: Deepest nesting of arrays and objects a body may have. json's decoder recurses once per level, so a
@@ -154,7 +245,8 @@ def decode_json(body: Any, message_id: str | None = None) -> Any:
     try:
         content = decoder.decode(body)
     except Exception as exc:  # JSONDecodeError, ValueError (too many digits), RecursionError, MemoryError...
-        raise MalformedMessage(message_id, f"body is not JSON ({type(exc).__name__}: {str(exc)[:200]})") from None
+        # Chained: a notify() written for sqstaskmaster finds the JSONDecodeError it was given as __cause__.
+        raise MalformedMessage(message_id, f"body is not JSON ({type(exc).__name__}: {str(exc)[:200]})") from exc
     if _SURROGATE_ESCAPE.search(body):
         try:
             json.dumps(content, ensure_ascii=False).encode("utf-8")
@@ -173,10 +265,9 @@ def decode_task(body: Any, message_id: str | None = None) -> tuple[str, dict[str
     content = decode_json(body, message_id)
     if not isinstance(content, dict):
         raise MalformedMessage(message_id, f"body is not a JSON object but {_kind(content)}")
-    if "task" not in content:
-        raise MalformedMessage(message_id, "body has no 'task' key")
-    if "kwargs" not in content:
-        raise MalformedMessage(message_id, "body has no 'kwargs' key")
+    for key in ("task", "kwargs"):
+        if key not in content:  # chained from the KeyError sqstaskmaster raised for it
+            raise MalformedMessage(message_id, f"body has no {key!r} key") from KeyError(key)
     task, kwargs = content["task"], content["kwargs"]
     if not isinstance(task, str):
         raise MalformedMessage(message_id, f"'task' is not a string but {_kind(task)}")

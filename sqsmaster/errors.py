@@ -7,6 +7,10 @@ interrupts used for time limits, which derive from :class:`HandlerInterrupt`
 
 from __future__ import annotations
 
+from typing import Any
+
+from botocore.exceptions import ClientError
+
 
 class SqsMasterError(Exception):
     """Root of every error sqsmaster raises on purpose."""
@@ -46,19 +50,27 @@ class MessageTooLarge(LimitExceeded):
 
 
 class EncodeError(SqsMasterError, TypeError):
-    """A keyword argument cannot be encoded to JSON; ``key`` names it."""
+    """A keyword argument cannot be encoded to JSON; ``key`` names it, ``path`` the value inside it.
 
-    def __init__(self, key: str, value: object) -> None:
+    ``path`` is ``key`` itself or a path into it (``stats['mean']``, ``tags[2]``).
+    """
+
+    def __init__(self, key: str, value: object, reason: str | None = None, path: str | None = None) -> None:
         self.key = key
         self.value = value
-        super().__init__(
-            f"kwarg {key!r} of type {type(value).__name__} cannot be encoded to JSON; "
-            "pass str, int, float, bool, None, list, dict, date, datetime, Decimal or UUID"
-        )
+        self.path = path or key
+        shown = self.path if len(self.path) <= 80 else f"{self.path[:77]}..."
+        super().__init__(f"kwarg {key!r} cannot be encoded to JSON: {shown} "
+                         f"{reason or f'is of type {type(value).__name__}, which JSON cannot hold'}")
 
 
-class MalformedMessage(SqsMasterError):
-    """A received body is not a sqsmaster/sqstaskmaster task (bad JSON, a missing key)."""
+class MalformedMessage(SqsMasterError, ValueError):
+    """A received body is not a sqsmaster/sqstaskmaster task (bad JSON, a missing key).
+
+    Also a ``ValueError``, as the ``JSONDecodeError`` sqstaskmaster passed to ``notify`` was;
+    ``__cause__`` is the parser's own error (``JSONDecodeError``, or ``KeyError('task')`` for a
+    missing key, as sqstaskmaster raised) when there was one.
+    """
 
     def __init__(self, message_id: str | None, reason: str, task: str | None = None) -> None:
         self.message_id = message_id
@@ -90,12 +102,50 @@ class TaskExit(SqsMasterError):
         super().__init__(f"the task raised {what}; a task cannot stop the worker, so this counts as its failure")
 
 
-class QueueError(SqsMasterError):
-    """A queue operation failed (the server said no, or could not be reached)."""
+class QueueError(SqsMasterError, ClientError):
+    """A queue operation failed (the server said no, or could not be reached).
+
+    Also a botocore ``ClientError``, so code written for sqstaskmaster's ``except ClientError:``
+    still catches queue failures. ``code`` is SQS's error code (``"AWS.SimpleQueueService.NonExistentQueue"``,
+    ``"PurgeQueueInProgress"``...), None when no answer came (the endpoint could not be reached);
+    ``response`` is botocore's error response when SQS answered (else one shaped like it, with
+    ``response["Error"]["Code"]``), and ``__cause__`` the original botocore exception.
+    """
+
+    def __init__(self, message: str, *, code: str | None = None, response: dict[str, Any] | None = None,
+                 operation: str | None = None) -> None:
+        Exception.__init__(self, message)  # our message, not ClientError's template
+        self.code = code if code is not None else (response or {}).get("Error", {}).get("Code")
+        self.response = response if response is not None else {
+            "Error": {"Code": self.code or type(self).__name__, "Message": message}}
+        self.operation_name = operation or "unknown"
+
+    def __reduce__(self) -> tuple:
+        # ClientError's own __reduce__ would give back a plain ClientError; keep the class and its fields.
+        return (_restore, (type(self), self.args, self.__dict__))
+
+
+def _restore(cls: type, args: tuple, state: dict[str, Any]) -> BaseException:
+    error = cls.__new__(cls, *args)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
+
+#: SQS's error code for a queue that does not exist (also raised for missing local queues).
+NONEXISTENT_QUEUE_CODE = "AWS.SimpleQueueService.NonExistentQueue"
 
 
 class QueueDoesNotExist(QueueError):
     """The queue URL names no queue."""
+
+    def __init__(self, message: str, *, code: str | None = None, response: dict[str, Any] | None = None,
+                 operation: str | None = None) -> None:
+        super().__init__(message, code=code or NONEXISTENT_QUEUE_CODE, response=response, operation=operation)
+
+
+class CredentialsMissing(ConfigurationError):
+    """No AWS credentials were found for a queue on AWS (a configuration problem, not an unreachable queue)."""
 
 
 #: SQS error codes that mean our receipt handle no longer holds the message.
@@ -110,10 +160,11 @@ class LeaseLost(QueueError):
     ``MessageNotInflight`` or ``InvalidParameterValue``.
     """
 
-    def __init__(self, message_id: str | None, code: str, detail: str = "") -> None:
+    def __init__(self, message_id: str | None, code: str, detail: str = "", *,
+                 response: dict[str, Any] | None = None, operation: str | None = None) -> None:
         self.message_id = message_id
-        self.code = code
-        super().__init__(f"lease on message {message_id} lost ({code}) {detail}".rstrip())
+        super().__init__(f"lease on message {message_id} lost ({code}) {detail}".rstrip(), code=code,
+                         response=response, operation=operation)
 
 
 class HandlerInterrupt(BaseException):
@@ -194,6 +245,8 @@ class MemoryCapExceeded(TaskCrashed):
         super().__init__(pid, exit_code, signal)
         self.args = (f"task process {pid} exceeded its memory cap of {max_memory_mb} MiB"
                      + (f": {detail}" if detail else ""),)
+
+
 class SubmitFailed(SqsMasterError):
     """``submit_many`` could not send every task.
 

@@ -176,17 +176,22 @@ class JobLog:
     def __iter__(self) -> Iterator[JobRecord]:
         return self.read()
 
-    def read(self) -> Iterator[JobRecord]:
+    def read(self, skipped: list[tuple[int, str]] | None = None) -> Iterator[JobRecord]:
         """The records in file order. A line that is not a record (a writer killed mid-line) is skipped
-        with a warning. Raises FileNotFoundError when there is no log."""
-        with open(self.path, encoding="utf-8") as file:
+        with a warning, or, given a ``skipped`` list, appended to it as ``(line number, reason)``.
+        Raises FileNotFoundError when there is no log."""
+        with open(self.path, encoding="utf-8", errors="replace") as file:
             for number, line in enumerate(file, 1):
                 if not line.strip():
                     continue
                 try:
                     yield JobRecord.from_dict(json.loads(line))
-                except (ValueError, TypeError) as exc:
-                    logger.warning("%s:%d: skipped a line that is not a job record (%s)", self.path, number, exc)
+                except (ValueError, TypeError, AttributeError) as exc:  # not JSON, not an object, wrong fields
+                    if skipped is None:
+                        logger.warning("%s:%d: skipped a line that is not a job record (%s)", self.path, number,
+                                       exc)
+                    else:
+                        skipped.append((number, f"{type(exc).__name__}: {exc}"))
 
     def records(self) -> list[JobRecord]:
         return list(self.read())

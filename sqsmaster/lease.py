@@ -53,6 +53,18 @@ def system_attributes(message: Any) -> Mapping[str, Any]:
     return attributes if isinstance(attributes, Mapping) else {}
 
 
+def notify_context(message: Any) -> dict[str, Any]:
+    """What ``notify`` receives as ``context``: sqstaskmaster's ``{"body": ..., **attributes}``, plus
+    ``"message_id"`` when the message has one (a str; a ``Mock()``'s is not, so a handler test written
+    for sqstaskmaster that compares the whole context still passes)."""
+    context: dict[str, Any] = {"body": getattr(message, "body", None)}
+    message_id = getattr(message, "message_id", None)
+    if isinstance(message_id, str):
+        context["message_id"] = message_id
+    context.update(system_attributes(message))
+    return context
+
+
 def receive_count(message: Any) -> int:
     """The message's ``ApproximateReceiveCount`` (1 when unknown)."""
     value = system_attributes(message).get("ApproximateReceiveCount", 1)
@@ -106,10 +118,13 @@ def _as_queue_error(exc: Exception, message_id: str | None, operation: str) -> Q
     """An error raised by a message's own method, as the backends raise it (LeaseLost or QueueError)."""
     if isinstance(exc, QueueError):
         return exc
-    code = (getattr(exc, "response", None) or {}).get("Error", {}).get("Code")
+    response = getattr(exc, "response", None)
+    code = (response if isinstance(response, dict) else {}).get("Error", {}).get("Code")
+    response = response if isinstance(response, dict) and code is not None else None
     if code in LEASE_LOST_CODES:
-        return LeaseLost(message_id, str(code), str(exc))
-    return QueueError(f"message {message_id}: {operation} failed: {type(exc).__name__}: {exc}")
+        return LeaseLost(message_id, str(code), str(exc), response=response, operation=operation)
+    return QueueError(f"message {message_id}: {operation} failed: {type(exc).__name__}: {exc}",
+                      code=None if code is None else str(code), response=response, operation=operation)
 
 
 class Lease:

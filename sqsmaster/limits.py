@@ -8,6 +8,7 @@ Reference: https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloper
 
 from __future__ import annotations
 
+import math
 import re
 
 from .errors import ConfigurationError, LimitExceeded
@@ -41,6 +42,19 @@ def check_range(name: str, value: float, low: float, high: float) -> float:
         raise ConfigurationError(f"{name} must be a number of seconds, not {value!r}")
     if not low <= value <= high:
         raise LimitExceeded(name, value, f"[{low}, {high}]")
+    return value
+
+
+def check_seconds(name: str, value: float, *, minimum: float = 0.0, allow_minimum: bool = False) -> float:
+    """Return ``value``, a finite number of seconds above ``minimum`` (or equal, with ``allow_minimum``).
+
+    For our own settings (a hard timeout, a grace period), not SQS limits: the error says so.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigurationError(f"{name} must be a number of seconds, not {value!r}")
+    if not math.isfinite(value) or value < minimum or (value == minimum and not allow_minimum):
+        bound = f">= {minimum:g}" if allow_minimum else f"> {minimum:g}"
+        raise ConfigurationError(f"{name}={value!r}: must be a finite number of seconds {bound}")
     return value
 
 

@@ -32,15 +32,18 @@ class TaskManager:
         and the message carries a pointer (see :mod:`sqsmaster.payloads`)
     :param payload_threshold: message size above which bodies go to S3 (default: SQS's 1 MiB)
     :param payload_client: a boto3 S3 client (default: one for the queue's endpoint)
+    :param create: the first send creates a ``sqlite://`` or ``fq://`` queue that does not exist, with
+        the URL's options (False: it raises QueueDoesNotExist instead). Receiving never creates one:
+        ``task_generator`` on a queue that does not exist raises QueueDoesNotExist.
     """
 
     def __init__(self, sqs_url: str, notify: Callable[..., None] | None = None,
                  queue_constructor: Callable[[str], Any] | None = None, sender_name: str | None = None,
                  *, client: Any = None, payload_bucket: str | None = None,
-                 payload_threshold: int = MAX_MESSAGE_SIZE, payload_client: Any = None) -> None:
+                 payload_threshold: int = MAX_MESSAGE_SIZE, payload_client: Any = None, create: bool = True) -> None:
         self.url = sqs_url
         self.sender_name = sender_name
-        self.queue = open_queue(sqs_url, client=client, queue_constructor=queue_constructor)
+        self.queue = open_queue(sqs_url, client=client, queue_constructor=queue_constructor, create=create)
         self._notify = notify
         self._attributes = sender_attributes(sender_name, sqs_url)
         self.payloads = None if payload_bucket is None else PayloadStore(

@@ -36,7 +36,16 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from .alarms import ShutdownSignals, send_shutdown
-from .loop import EXIT_OK, EXIT_QUEUE, EXIT_SHUTDOWN_INCOMPLETE, EXIT_WORKER_DIED, WorkerConfig, WorkerLoop
+from .errors import ConfigurationError
+from .loop import (
+    EXIT_OK,
+    EXIT_QUEUE,
+    EXIT_SHUTDOWN_INCOMPLETE,
+    EXIT_USAGE,
+    EXIT_WORKER_DIED,
+    WorkerConfig,
+    WorkerLoop,
+)
 from .shutdown import (
     POOL_KILL_MARGIN,
     SHUTDOWN_MARGIN,
@@ -117,7 +126,11 @@ def _child(config: WorkerConfig, shared: _Shared, report: Any, parent: int) -> N
         def say(code: int) -> None:
             report.value = code
 
-        code = WorkerLoop(config, signals, claim, parent, report=say).run()
+        try:
+            code = WorkerLoop(config, signals, claim, parent, report=say).run()
+        except ConfigurationError as exc:  # no credentials...: the same in every child, a restart cannot help
+            logger.error("%s; stopping", exc)
+            code = EXIT_USAGE
     say(code)
     sys.exit(code)
 
@@ -142,7 +155,7 @@ class Pool:
         self._restarts: dict[int, float] = {}  # slot -> when to start its next child
         self._young_deaths = 0
         self._stopped_at: float | None = None
-        self._fatal = False
+        self._fatal = 0  # the exit code of a failure every child would meet (a missing queue...), once met
         self.died = 0
         self.incomplete = 0
 
@@ -205,8 +218,9 @@ class Pool:
             clean = exitcode == reported
             if clean and exitcode == EXIT_OK:
                 logger.debug("worker process %d (pid %d) stopped", index, slot.process.pid)
-            elif clean and exitcode == EXIT_QUEUE:
-                self._stop_all("a queue does not exist")
+            elif clean and exitcode in (EXIT_QUEUE, EXIT_USAGE):
+                self._stop_all("a queue does not exist" if exitcode == EXIT_QUEUE else "a configuration error",
+                               exitcode)
             elif clean and exitcode == EXIT_SHUTDOWN_INCOMPLETE:
                 self.incomplete += 1
             else:
@@ -236,10 +250,10 @@ class Pool:
                 del self._restarts[slot]
                 self._start(slot)
 
-    def _stop_all(self, why: str) -> None:
+    def _stop_all(self, why: str, code: int) -> None:
         if self._fatal:
             return
-        self._fatal = True
+        self._fatal = code
         logger.error("%s: stopping every worker process", why)
         if self._shared.stops.value == 0:
             self._shared.stops.value = 1  # the children's stop count: a stop the pool decided itself
@@ -261,7 +275,7 @@ class Pool:
 
     def _exit_code(self) -> int:
         if self._fatal:
-            return EXIT_QUEUE
+            return self._fatal
         if self.died:
             logger.error("%d worker process(es) died during this run (named above): exit code %d", self.died,
                          EXIT_WORKER_DIED)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Union
 
@@ -128,7 +129,7 @@ class WorkerHandler(MessageHandler):
         lease = self.lease
         if lease is not None and lease.extensions > self._logged_extensions:
             self._logged_extensions = lease.extensions
-            log_event("extended", self.message_id, type(self).spec.name, receive_count(self.message),
+            log_event("extended", self.message_id, type(self).spec.name, receive_count(self.message), logging.DEBUG,
                       visibility=self.sqs_timeout, extensions=lease.extensions)
         return super().running()
 
@@ -215,12 +216,17 @@ def task(target: Target | None = None, *, name: str | None = None, **options: An
 
 
 def load_tasks(tasks: Any) -> Registry:
-    """The registry for ``tasks``: a Registry, a module, or a module name (``"pkg.mod"`` / ``"pkg.mod:attr"``).
+    """The registry for ``tasks``: a Registry, a module, a module name (``"pkg.mod"`` / ``"pkg.mod:attr"``),
+    or a list of those (their tasks together).
 
     A module that defines a ``Registry`` at top level (or names it after ``:``)
     gives that one; otherwise the default registry, after importing the module
-    so its ``@task`` decorators ran. Raises ConfigurationError when nothing is found.
+    so its ``@task`` decorators ran. Raises ConfigurationError when nothing is found,
+    when a module cannot be imported (whatever its import raised: a SyntaxError, a
+    missing dependency...), or when two of a list's modules register one task name.
     """
+    if isinstance(tasks, (list, tuple)):
+        return _merged([load_tasks(one) for one in tasks], [str(one) for one in tasks])
     if isinstance(tasks, Registry):
         return tasks
     attribute = None
@@ -228,8 +234,8 @@ def load_tasks(tasks: Any) -> Registry:
         module_name, _, attribute = tasks.partition(":")
         try:
             module = importlib.import_module(module_name)
-        except ImportError as exc:
-            raise ConfigurationError(f"cannot import the tasks module {module_name!r}: {exc}") from exc
+        except Exception as exc:  # SyntaxError, ImportError, an exception of the module's own code...
+            raise ConfigurationError(f"cannot import the tasks module {module_name!r}: {_describe(exc)}") from exc
     else:
         module = tasks
     if attribute:
@@ -243,3 +249,27 @@ def load_tasks(tasks: Any) -> Registry:
     if not len(default_registry):
         raise ConfigurationError(f"{getattr(module, '__name__', module)!r} registers no task (use @sqsmaster.task)")
     return default_registry
+
+
+def _describe(error: BaseException) -> str:
+    """One line for an import failure: ``SyntaxError: invalid syntax (tasks.py, line 3)``."""
+    if isinstance(error, SyntaxError):
+        where = f"{error.filename or '?'}, line {error.lineno}"
+        return f"{type(error).__name__}: {error.msg} ({where})"
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
+def _merged(registries: list[Registry], names: list[str]) -> Registry:
+    """One registry with the tasks of all; a task name two of them register differently is an error."""
+    if all(registry is registries[0] for registry in registries):
+        return registries[0]  # plain @task in every module: they share the default registry
+    merged, origin = Registry(), dict[str, str]()
+    for registry, where in zip(registries, names):
+        for name in registry.names():
+            spec = registry.get(name)
+            if name in merged and merged.get(name) is not spec:
+                raise ConfigurationError(f"task {name!r} is registered by both {origin[name]!r} and {where!r}")
+            merged._tasks[name] = spec
+            origin[name] = where
+    return merged

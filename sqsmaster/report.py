@@ -15,12 +15,17 @@ from typing import Any, Iterable, Sequence
 from .errors import ConfigurationError
 from .jobs import OUTCOMES, JobRecord
 
-#: Bar colours by outcome (colour-blind safe, from the Okabe-Ito palette).
+#: Bar colours by outcome (colour-blind safe, from the Okabe-Ito palette). None is grey: grey is the wait.
 OUTCOME_COLOURS = {
     "succeeded": "#009E73", "failed": "#D55E00", "timed out": "#E69F00", "killed": "#CC79A7",
-    "released": "#56B4E9", "dead-lettered": "#000000",
+    "released": "#56B4E9", "dead-lettered": "#0072B2",
 }
-_OTHER_COLOUR = "#999999"
+_OTHER_COLOUR = "#000000"
+#: The wait before an attempt (since submission, or since the attempt before), whatever its outcome.
+WAIT_COLOUR = "#BBBBBB"
+#: The narrowest bar, as a fraction of the time axis: an attempt of 0 s (a task that failed at once,
+#: a message dead-lettered on receipt) must still show.
+MIN_BAR_FRACTION = 0.004
 
 
 def summary_rows(records: Sequence[JobRecord]) -> list[dict[str, Any]]:
@@ -87,7 +92,8 @@ def _wait_starts(records: Sequence[JobRecord]) -> list[float | None]:
 
 def draw_timeline(records: Sequence[JobRecord], path: str | os.PathLike[str], title: str | None = None) -> None:
     """Draw a Gantt chart to ``path`` (PNG, SVG or PDF, by extension): a bar per attempt from start
-    to end coloured by outcome, the wait before it lighter, one row group per worker (host:pid).
+    to end coloured by outcome (at least :data:`MIN_BAR_FRACTION` of the axis wide, so an attempt of 0 s
+    shows), the wait before it grey, one row group per worker (host:pid).
 
     Raises ConfigurationError (with the install hint) when matplotlib is missing.
     """
@@ -107,14 +113,15 @@ def draw_timeline(records: Sequence[JobRecord], path: str | os.PathLike[str], ti
     rows = [(w, i) for w in workers for i in sorted((i for i, r in enumerate(records) if r.worker == w),
                                                     key=lambda i: records[i].started)]
     height = min(2 + 0.28 * len(rows), 40)
+    span = max(max(r.ended for r in records) - origin, 1e-3)
     figure, axes = plt.subplots(figsize=(11, height))
     for y, (_, index) in enumerate(rows):
         record, wait = records[index], waits[index]
         colour = OUTCOME_COLOURS.get(record.outcome, _OTHER_COLOUR)
         if wait is not None and wait < record.started:
-            axes.barh(y, record.started - wait, left=wait - origin, height=0.7, color=colour, alpha=0.25)
-        axes.barh(y, max(record.ended - record.started, 0.01), left=record.started - origin, height=0.7,
-                  color=colour)
+            axes.barh(y, record.started - wait, left=wait - origin, height=0.7, color=WAIT_COLOUR)
+        axes.barh(y, max(record.ended - record.started, span * MIN_BAR_FRACTION), left=record.started - origin,
+                  height=0.7, color=colour)
         if len(rows) <= 60:
             axes.text(record.ended - origin, y, f" {record.task} #{record.attempt}", va="center", fontsize=7)
     _label_workers(axes, rows, workers)
@@ -123,10 +130,10 @@ def draw_timeline(records: Sequence[JobRecord], path: str | os.PathLike[str], ti
     axes.grid(axis="x", alpha=0.3)
     present = [o for o in OUTCOME_COLOURS if any(r.outcome == o for r in records)]
     handles = [Patch(color=OUTCOME_COLOURS[o], label=o) for o in present]
-    handles.append(Patch(color=_OTHER_COLOUR, alpha=0.25, label="waiting"))
+    handles.append(Patch(color=WAIT_COLOUR, label="waiting"))
     # Outside the plot, so it never hides a bar; room on the right for the last bar's label.
     axes.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
-    axes.set_xlim(0, (max(r.ended for r in records) - origin) * 1.1)
+    axes.set_xlim(0, span * 1.1)
     axes.set_title(title or f"{len(records)} attempts, {len(workers)} worker(s)")
     figure.tight_layout()
     figure.savefig(path, dpi=90, bbox_inches="tight")

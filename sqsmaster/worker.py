@@ -23,11 +23,17 @@ exit code: see :data:`EXIT_CODES`.
 
 from __future__ import annotations
 
+import logging
+import os
+import platform
+import socket
+from pathlib import Path
 from typing import Any, Callable
 
 from .alarms import ShutdownSignals
+from .backends import check_url
 from .errors import ConfigurationError
-from .limits import MAX_RECEIVE_MESSAGES, check_range, check_visibility_timeout, check_wait_time
+from .limits import MAX_RECEIVE_MESSAGES, check_seconds, check_visibility_timeout, check_wait_time
 from .loop import (  # noqa: F401  (the exit codes are part of this module's interface)
     EXIT_CODES,
     EXIT_FAILURE,
@@ -46,12 +52,14 @@ from .shutdown import SHUTDOWN_MARGIN
 from .supervise import DEFAULT_HARD_TIMEOUT
 from .worklog import AttemptRecord
 
+logger = logging.getLogger("sqsmaster.worker")
+
 
 class Worker:
     """Run registered tasks from one or more queues until stopped.
 
     :param queue: the queue URL (or a list of URLs, highest priority first)
-    :param tasks: a :class:`~sqsmaster.registry.Registry`, a module, or a module name
+    :param tasks: a :class:`~sqsmaster.registry.Registry`, a module, a module name, or a list of them
     :param concurrency: tasks at once, each in its own process
     :param isolation: default isolation for tasks that do not set one ("signal" or "process")
     :param sqs_timeout: visibility held on a message while its task runs (s)
@@ -97,8 +105,13 @@ class Worker:
             raise ConfigurationError(f"max_tasks must be an int >= 1, not {max_tasks!r}")
         check_visibility_timeout("sqs_timeout", sqs_timeout)
         check_wait_time(wait_time)
-        check_range("grace", grace, 0, float("inf"))
+        check_seconds("grace", grace, allow_minimum=True)
         alarm = alarm_timeout if alarm_timeout is not None else max(sqs_timeout / 3, 0.5)
+        if queue_constructor is None:
+            for url in urls + ([dlq] if dlq else []):
+                check_url(url)  # a typo in a URL's form shows now, before the banner and any receive
+        if job_log is not None:
+            _check_job_log(str(job_log))
         self.registry: Registry = load_tasks(tasks)
         self.config = WorkerConfig(urls, self.registry, concurrency, isolation, sqs_timeout, alarm, hard_timeout,
                                    wait_time, max_tasks, until_empty, prefetch, grace, dlq, notify,
@@ -111,10 +124,30 @@ class Worker:
 
     def run(self) -> int:
         """Work until stopped, ``max_tasks`` or ``until_empty``; returns the exit code (:data:`EXIT_CODES`)."""
+        self._banner()
         if self.config.concurrency > 1:
             return run_pool(self.config)
         with ShutdownSignals(grace=self.config.grace, margin=SHUTDOWN_MARGIN) as signals:
             return WorkerLoop(self.config, signals).run()
+
+    def _banner(self) -> None:
+        """What is starting, once per worker (a pool's processes then each log "worker ready")."""
+        from . import __version__
+
+        config = self.config
+        logger.info("sqsmaster %s worker starting (pid %d on %s, Python %s): concurrency %d, isolation %s, "
+                    "sqs-timeout %gs, heartbeat every %gs, hard-timeout %gs, grace %gs, prefetch %d", __version__,
+                    os.getpid(), socket.gethostname(), platform.python_version(), config.concurrency, config.isolation,
+                    config.sqs_timeout, config.alarm_timeout or 0, config.hard_timeout, config.grace, config.prefetch)
+
+
+def _check_job_log(path: str) -> None:
+    """The job log must be writable now, not found unwritable at the first attempt (each then logs an error)."""
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644))
+    except OSError as exc:
+        raise ConfigurationError(f"job log {path}: cannot write to it ({exc.strerror or exc})") from None
 
 
 class _Probe:

@@ -1,17 +1,20 @@
 """The worker's log: one line per lifecycle event of a message, as text or JSON.
 
-Events: ``received``, ``started``, ``extended``, ``succeeded``, ``failed``,
-``timed out``, ``stuck``, ``retry scheduled``, ``released``, ``dead-lettered``,
-``kept`` (past its last retry with nowhere to go), ``rejected`` (malformed or
-unknown task), ``lease lost``. Each line names the message id, the task, the
-attempt and, once it ran, the runtime; the same fields are attributes of the
-log record (``record.event``, ``record.message_id``...) for a JSON formatter.
+Events: ``received``, ``started``, ``extended`` (a heartbeat; at DEBUG), ``succeeded``,
+``failed``, ``timed out``, ``stuck``, ``retry scheduled``, ``released``,
+``dead-lettered``, ``handed back``, ``kept`` (past its last retry with nowhere to go),
+``rejected`` (malformed or unknown task), ``lease lost``. Each line names the message
+id, the task, the attempt and, once it ran, the runtime; the same fields are attributes
+of the log record (``record.event``, ``record.message_id``...) for a JSON formatter,
+where an event is one word (:func:`event_name`: ``timed_out``, ``dead_lettered``) and
+every line carries ``pid`` and ``host``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import socket
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -50,9 +53,15 @@ class AttemptRecord:
     job: JobRecord | None = None
 
 
+def event_name(event: str) -> str:
+    """An event as one word for machines (JSON logs): ``"dead-lettered"`` -> ``"dead_lettered"``."""
+    return event.replace(" ", "_").replace("-", "_")
+
+
 def log_event(event: str, message_id: str | None, task: str | None = None, attempt: int | None = None,
               level: int = logging.INFO, runtime: float | None = None, **fields: Any) -> None:
-    """Log one lifecycle event as ``EVENT message ID task=NAME attempt=N [runtime=S] [key=value...]``."""
+    """Log one lifecycle event as ``EVENT message ID task=NAME attempt=N [runtime=S] [key=value...]``
+    (``record.event`` is :func:`event_name` of it)."""
     parts = [f"{event}", f"message {message_id}"]
     if task is not None:
         parts.append(f"task={task}")
@@ -61,18 +70,21 @@ def log_event(event: str, message_id: str | None, task: str | None = None, attem
     if runtime is not None:
         parts.append(f"runtime={runtime:.2f}s")
     parts.extend(f"{key}={value}" for key, value in fields.items() if value is not None)
-    extra = {"event": event, "message_id": message_id, "task": task, "attempt": attempt,
+    extra = {"event": event_name(event), "message_id": message_id, "task": task, "attempt": attempt,
              "runtime": None if runtime is None else round(runtime, 3), **fields}
     logger.log(level, "%s", " ".join(parts), extra=extra)
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, and the event fields when present."""
+    """One JSON object per line: time, level, logger, pid, host, message, and the event fields when present."""
+
+    host = socket.gethostname()
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
-            "level": record.levelname, "logger": record.name, "message": record.getMessage(),
+            "level": record.levelname, "logger": record.name, "pid": record.process, "host": self.host,
+            "message": record.getMessage(),
         }
         for name in EVENT_FIELDS:
             value = getattr(record, name, None)
@@ -84,7 +96,7 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(log_format: str = "text", level: int = logging.INFO) -> None:
-    """Log to stderr as ``text`` or ``json``; heartbeats (``extended``) show at INFO too."""
+    """Log to stderr as ``text`` or ``json`` at ``level``; heartbeats (``extended``) show at DEBUG."""
     handler = logging.StreamHandler()
     if log_format == "json":
         handler.setFormatter(JsonFormatter())

@@ -56,8 +56,8 @@ def new_queue(request: pytest.FixtureRequest, tmp_path: Any) -> Callable[..., Ma
             options += f"&max_receive_count={max_receive_count}"
         url = (f"sqlite://{tmp_path}/queues.db?queue=q{n}&{options}" if kind == "sqlite"
                else f"fq://{tmp_path}/q{n}?{options}")
-        queue = open_queue(url)
-        dlq_url = queue.dead_letter_url()  # type: ignore[attr-defined]
+        queue = open_queue(url).create()  # type: ignore[attr-defined]  (as SQS's CreateQueue; a send would too)
+        dlq_url = queue.dead_letter_url()
         return Made(queue, open_queue(dlq_url) if dlq_url else None, kind)
 
     make.kind = kind  # type: ignore[attr-defined]

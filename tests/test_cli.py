@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
 import time
 
 from sqsmaster.cli import main
@@ -63,3 +64,14 @@ def assert_the_demo_job_log(directory) -> None:
     records = JobLog(directory / "jobs.log").records()
     assert len(records) == 10 and {r.outcome for r in records} == {"succeeded", "timed out", "failed", "dead-lettered"}
     assert "every queue is empty" in (directory / "worker.log").read_text()
+
+
+def test_the_demo_without_out_leaves_no_directory_behind_and_says_how_to_keep_its_output(tmp_path, monkeypatch):
+    # Given the temporary directories made under tmp_path
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    lines: list[str] = []
+    # When the demo runs with no --out
+    assert run_demo(out=lines.append) == 0
+    # Then neither its queue's directory nor its output directory is left, and it says how to keep the output
+    assert list(tmp_path.iterdir()) == []
+    assert "sqsmaster demo --out DIR keeps them" in lines[-2]

@@ -93,7 +93,7 @@ def test_two_consumers_drain_two_thousand_messages_with_no_duplicates_and_no_los
 
 def test_options_apply_when_the_queue_is_created_and_a_conflicting_reopen_is_refused(durable_url):
     # Given a queue created with a 2 s visibility timeout
-    open_queue(durable_url)
+    open_queue(durable_url).create()  # type: ignore[attr-defined]
     # When it is opened again without options, and with another visibility timeout
     plain = open_queue(durable_url.replace("visibility_timeout=2", "delay_seconds=0"))
     # Then the first sees the queue's own attributes, and the second is refused with the reason
@@ -156,7 +156,7 @@ def test_consumers_killed_at_random_moments_lose_nothing(durable_url, tmp_path):
 
 def test_fq_removes_what_a_sender_killed_mid_write_left_behind(tmp_path):
     # Given a half-written message a killed sender left in tmp/ two hours ago, and a fresh one
-    open_queue(f"fq://{tmp_path}/q")
+    open_queue(f"fq://{tmp_path}/q").create()  # type: ignore[attr-defined]
     old, fresh = tmp_path / "q" / "tmp" / "old", tmp_path / "q" / "tmp" / "fresh"
     old.write_text('{"bo')
     fresh.write_text('{"bo')

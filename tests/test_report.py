@@ -65,6 +65,35 @@ def test_without_matplotlib_the_timeline_says_how_to_install_it(job_log, tmp_pat
     assert "pip install 'sqsmaster[plot]'" in capsys.readouterr().err
 
 
-def test_a_missing_job_log_is_a_failure(tmp_path, capsys):
-    assert main(["report", str(tmp_path / "nothing.log")]) == 1
-    assert "cannot read the job log" in capsys.readouterr().err
+def test_a_missing_job_log_is_a_usage_error_in_one_line(tmp_path, capsys):
+    # a path the user gave that cannot be read is bad input (exit 2), as for submit-file; 1 is "the work failed"
+    assert main(["report", str(tmp_path / "nothing.log")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot read the job log" in err and len(err.splitlines()) == 1
+
+
+def test_the_timeline_draws_a_dead_lettered_attempt_of_0_s_in_its_own_colour(tmp_path):
+    from matplotlib.image import imread
+
+    from sqsmaster.jobs import JobRecord
+    from sqsmaster.report import OUTCOME_COLOURS, WAIT_COLOUR, draw_timeline
+
+    # Given a 20 s task, and a message dead-lettered by an attempt of 0 s at its start, after a 10 s wait
+    def record(task: str, started: float, ended: float, outcome: str) -> JobRecord:
+        return JobRecord("m-" + task, task, 1, "host", 1, 0.0 if task == "dead" else started, started, ended,
+                         ended - started, outcome)
+
+    records = [record("long", 0.0, 20.0, "succeeded"), record("dead", 10.0, 10.0, "dead-lettered")]
+    # When the timeline is drawn
+    draw_timeline(records, tmp_path / "t.png")
+    # Then, left of the legend, the dead-lettered bar shows in its own colour, apart from the grey wait
+    pixels = imread(str(tmp_path / "t.png"))[:, :, :3]
+    plot = pixels[:, : int(pixels.shape[1] * 0.75)]
+
+    def count(colour: str) -> int:
+        rgb = [int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5)]
+        return int((abs(plot - rgb) < 0.02).all(axis=2).sum())
+
+    assert OUTCOME_COLOURS["dead-lettered"] != WAIT_COLOUR
+    assert count(OUTCOME_COLOURS["dead-lettered"]) >= 20  # a bar a few pixels wide, not a hairline
+    assert count(WAIT_COLOUR) > count(OUTCOME_COLOURS["dead-lettered"])

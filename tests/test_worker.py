@@ -205,7 +205,8 @@ def test_a_prefetched_message_stays_hidden_past_its_visibility_until_it_starts(m
     url = make_queue(visibility_timeout=30)
     submit(sqs_client, url, "nap", id="a", seconds=3)
     submit(sqs_client, url, "nap", id="b", seconds=0)
-    run = worker(url, "--prefetch", "1", "--sqs-timeout", "2", "--alarm-timeout", "0.5", "--until-empty")
+    run = worker(url, "--prefetch", "1", "--sqs-timeout", "2", "--alarm-timeout", "0.5", "--until-empty",
+                 "-v")  # the per-beat "extended" lines are at DEBUG
     wait_for(lambda: starts(run.record_path), message="the first task to start")
 
     # When the first task runs longer than the lease the receive took on both

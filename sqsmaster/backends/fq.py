@@ -81,50 +81,77 @@ def parse_fq_url(url: str) -> tuple[str, dict[str, str]]:
 
 
 class FileQueue(DurableQueue):
-    """A queue in a directory; created on first use with the URL's options.
+    """A queue in a directory, with the URL's options.
 
     Options: ``visibility_timeout``, ``delay_seconds``, ``max_receive_count``,
     ``dead_letter`` (a directory; ``DIR-dlq`` by default when ``max_receive_count`` is
-    set) and ``fsync=1`` (fsync each new message, to survive a host crash).
+    set) and ``fsync=1`` (fsync each new message, to survive a host crash). The
+    directory is a queue once it holds ``config.json``; it is made by :meth:`create` or,
+    with ``create=True`` (the default), by the first send; anything else on a queue that
+    does not exist raises QueueDoesNotExist (see :mod:`sqsmaster.backends.durable`).
     """
 
-    def __init__(self, url: str, client: Any = None) -> None:
+    def __init__(self, url: str, client: Any = None, *, create: bool = True) -> None:
         self.url = url
+        self.create_on_send = create
         directory, params = parse_fq_url(url)
         self.fsync = params.pop("fsync", "0") not in ("0", "", "false", "no")
-        wanted, given = parse_options(params, default_dead_letter=directory + "-dlq")
+        self._wanted, self._given = parse_options(params, default_dead_letter=directory + "-dlq")
         self.directory = Path(directory)
         self._queue_dir = self.directory / "queue"
         self._tmp_dir = self.directory / "tmp"
+        self._config = self.directory / "config.json"
         self._candidates: list[str] = []
         self._scanned_at = float("-inf")
         self._names: dict[str, str] = {}
+        self._dead_letter_dir: Path | None = None
+        self._options = self._open_existing()  # an existing queue with other options is an error now
+
+    # -- existence (see sqsmaster.backends.durable) ----------------------------------------------
+
+    def _open_existing(self) -> QueueOptions | None:
+        try:
+            stored = QueueOptions(**json.loads(self._config.read_text())["options"])
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise QueueError(f"file queue {self.url}: cannot read {self._config}: {exc}") from exc
+        check_same(self.url, stored, self._wanted, self._given)
+        self._dead_letter_dir = Path(str(stored.dead_letter)) / "queue" if stored.redrive() else None
+        try:
+            self._remove_orphans()
+        except OSError as exc:
+            raise QueueError(f"file queue {self.url}: {exc}") from exc
+        return stored
+
+    def _missing(self) -> str:
+        if not self.directory.exists():
+            return f"no directory {self.directory}"
+        return f"{self.directory} is not a queue (no config.json)"
+
+    def _create(self) -> tuple[QueueOptions, bool]:
+        """Write ``config.json`` once (the first creator wins, by link(), which NFS honours); read it back."""
+        new = False
         try:
             self._queue_dir.mkdir(parents=True, exist_ok=True)
             self._tmp_dir.mkdir(exist_ok=True)
-            self.options = self._create(wanted)
-            self._remove_orphans()
+            if not self._config.exists():
+                tmp = self._tmp_dir / f"config-{uuid.uuid4().hex}"
+                tmp.write_text(json.dumps({"options": self._wanted.to_dict(), "created": time.time()}))
+                try:
+                    os.link(tmp, self._config)
+                    new = True
+                except FileExistsError:
+                    pass
+                finally:
+                    tmp.unlink()
         except OSError as exc:
-            raise QueueError(f"file queue {url}: {exc}") from exc
-        check_same(url, self.options, wanted, given)
-        self._dead_letter_dir = None
-        if self.options.redrive():
-            self._dead_letter_dir = Path(str(self.options.dead_letter)) / "queue"
-            FileQueue(self.dead_letter_url() or "")
-
-    def _create(self, wanted: QueueOptions) -> QueueOptions:
-        """Write ``config.json`` once (the first creator wins, by link(), which NFS honours); read it back."""
-        config = self.directory / "config.json"
-        if not config.exists():
-            tmp = self._tmp_dir / f"config-{uuid.uuid4().hex}"
-            tmp.write_text(json.dumps({"options": wanted.to_dict(), "created": time.time()}))
-            try:
-                os.link(tmp, config)
-            except FileExistsError:
-                pass
-            finally:
-                tmp.unlink()
-        return QueueOptions(**json.loads(config.read_text())["options"])
+            raise QueueError(f"file queue {self.url}: {exc}") from exc
+        stored = self._open_existing()
+        assert stored is not None
+        if stored.redrive():
+            FileQueue(f"fq://{stored.dead_letter}").create()
+        return stored, new
 
     def _remove_orphans(self) -> None:
         cutoff = time.time() - ORPHAN_AGE
@@ -264,6 +291,7 @@ class FileQueue(DurableQueue):
 
     def change_visibility(self, receipt_handle: str, visibility_timeout: int,
                           message_id: str | None = None) -> None:
+        self._require()  # QueueDoesNotExist for a missing queue, before any file is touched
         now = time.time()
         current = self._current_name(receipt_handle)
         if current is None:
@@ -284,6 +312,7 @@ class FileQueue(DurableQueue):
 
     def delete(self, receipt_handle: str, message_id: str | None = None) -> None:
         """Delete the message; a stale handle (the message was received again) deletes nothing, as on SQS."""
+        self._require()  # QueueDoesNotExist for a missing queue, before any file is touched
         current = self._current_name(receipt_handle)
         self._names.pop(receipt_handle, None)
         if current is None:
@@ -297,6 +326,7 @@ class FileQueue(DurableQueue):
     # -- the queue as a whole --------------------------------------------------------------------
 
     def _parsed_files(self) -> list[tuple[str, tuple[int, int, str]]]:
+        self._require()  # QueueDoesNotExist for a missing queue, before any file is touched
         return [(n, p) for n in os.listdir(self._queue_dir) if (p := _parse_name(n)) is not None]
 
     def get_attributes(self) -> dict[str, str]:
@@ -349,6 +379,7 @@ class FileQueue(DurableQueue):
         return self._tally_count("completions")
 
     def _tally_count(self, name: str) -> int:
+        self._require()  # QueueDoesNotExist for a missing queue, before any file is touched
         try:
             return (self.directory / name).stat().st_size
         except FileNotFoundError:
@@ -356,6 +387,7 @@ class FileQueue(DurableQueue):
 
     def rezero(self) -> None:
         """Reset the ``inserted`` and ``completed`` tallies to zero."""
+        self._require()  # QueueDoesNotExist for a missing queue, before any file is touched
         for name in ("insertions", "completions"):
             (self.directory / name).write_bytes(b"")
 

@@ -45,6 +45,38 @@ class _Record:
     old_handles: set[str] = field(default_factory=set)
 
 
+class _LocalQueues:
+    """``LocalQueue.local_queues``: sqstaskmaster's class-level dict of queues by URL, as a read-only view
+    whose ``clear()`` forgets them (sqstaskmaster tests call it in ``setUp``/``tearDown``)."""
+
+    def __get__(self, instance: Any, owner: type["LocalQueue"]) -> "_LocalQueuesView":
+        return _LocalQueuesView(owner)
+
+
+class _LocalQueuesView:
+    def __init__(self, owner: type["LocalQueue"]) -> None:
+        self._owner = owner
+
+    def _queues(self) -> dict[str, "LocalQueue"]:
+        with self._owner._registry_lock:
+            return {url: queue for (kind, url), queue in self._owner._registry.items() if kind is self._owner}
+
+    def clear(self) -> None:
+        self._owner.reset()
+
+    def __getitem__(self, url: str) -> "LocalQueue":
+        return self._queues()[url]
+
+    def __contains__(self, url: object) -> bool:
+        return url in self._queues()
+
+    def __iter__(self) -> Any:
+        return iter(self._queues())
+
+    def __len__(self) -> int:
+        return len(self._queues())
+
+
 class LocalQueue(QueueBackend):
     """An in-memory SQS queue. ``url`` is any string (``mem://NAME`` by convention).
 
@@ -56,6 +88,8 @@ class LocalQueue(QueueBackend):
 
     _registry: ClassVar[dict[tuple[type, str], "LocalQueue"]] = {}
     _registry_lock: ClassVar[threading.Lock] = threading.Lock()
+    #: The queues of this class by URL (sqstaskmaster's name); ``LocalQueue.local_queues.clear()`` = ``reset()``.
+    local_queues: ClassVar[Any] = _LocalQueues()
     _initialised: bool
 
     def __new__(cls, url: str, **attributes: Any) -> "LocalQueue":

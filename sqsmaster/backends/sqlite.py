@@ -72,27 +72,35 @@ def parse_sqlite_url(url: str) -> tuple[str, str, dict[str, str]]:
     if parts.scheme != "sqlite" or not path:
         raise ConfigurationError(f"not a sqlite queue URL (sqlite:///PATH?queue=NAME): {url!r}")
     params = split_query(parts.query, OPTION_NAMES | {"queue", "synchronous"})
-    return path, params.pop("queue", "default") or "default", params
+    name = params.pop("queue", "")
+    if not name:  # several queues share a file (a queue and its dead-letter queue): which one must be said
+        raise ConfigurationError(f"sqlite queue URL {url!r} names no queue: add ?queue=NAME "
+                                 "(sqlite:///PATH?queue=NAME)")
+    return path, name, params
 
 
 class SqliteQueue(DurableQueue):
     """One named queue in an SQLite file; other queues (its dead-letter queue) may share the file.
 
-    The file and the queue are created on first use, with the URL's options
-    (``visibility_timeout``, ``delay_seconds``, ``max_receive_count``, ``dead_letter``) and
+    The file and the queue are created by :meth:`create` or, with ``create=True`` (the default),
+    by the first send, with the URL's options (``visibility_timeout``, ``delay_seconds``,
+    ``max_receive_count``, ``dead_letter``); anything else on a queue that does not exist raises
+    QueueDoesNotExist (see :mod:`sqsmaster.backends.durable`).
+
     ``synchronous``: ``NORMAL`` (the default) survives the death of any process and keeps the
     file consistent through an OS crash, losing at most the last commits; ``FULL`` loses
     nothing on an OS crash or power loss; ``OFF`` (faster) still survives process death,
     but an OS crash can corrupt the file.
     """
 
-    def __init__(self, url: str, client: Any = None) -> None:
+    def __init__(self, url: str, client: Any = None, *, create: bool = True) -> None:
         self.url = url
+        self.create_on_send = create
         self.path, self.name, params = parse_sqlite_url(url)
         self.synchronous = params.pop("synchronous", "NORMAL").upper()
         if self.synchronous not in ("OFF", "NORMAL", "FULL"):
             raise ConfigurationError(f"synchronous must be OFF, NORMAL or FULL, not {self.synchronous!r}")
-        wanted, given = parse_options(params, default_dead_letter=f"{self.name}-dlq")
+        self._wanted, self._given = parse_options(params, default_dead_letter=f"{self.name}-dlq")
         self._lock = threading.Lock()
         self._connection: sqlite3.Connection | None = None
         self._pid = 0
@@ -100,7 +108,7 @@ class SqliteQueue(DurableQueue):
         self.busy_timeout = BUSY_TIMEOUT_MS / 1000
         self._twins: dict[float | None, SqliteQueue] = {}
         self._twin_lock = threading.Lock()
-        self.options = self._create(wanted, given)
+        self._options = self._open_existing()  # an existing queue with other options is an error now
 
     @property
     def arn(self) -> str:
@@ -117,7 +125,6 @@ class SqliteQueue(DurableQueue):
     def _connect(self) -> sqlite3.Connection:
         # A connection must not cross fork(): a child opens its own (the parent's is left alone).
         if self._connection is None or self._pid != os.getpid():
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             connection = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None,
                                          check_same_thread=False)
             connection.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
@@ -151,19 +158,51 @@ class SqliteQueue(DurableQueue):
             except sqlite3.Error as exc:
                 raise QueueError(f"sqlite queue {self.url}: {exc}") from exc
 
-    def _create(self, wanted: QueueOptions, given: set[str]) -> QueueOptions:
+    # -- existence (see sqsmaster.backends.durable) ----------------------------------------------
+
+    def _queue_names(self) -> list[str] | None:
+        """The queues the file holds; None when there is no file (or no queue table). Creates nothing."""
+        if not os.path.isfile(self.path):
+            return None
+        with self._reading() as db:
+            if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'queues'").fetchone() is None:
+                return None
+            return [row[0] for row in db.execute("SELECT name FROM queues ORDER BY name")]
+
+    def _open_existing(self) -> QueueOptions | None:
+        if not os.path.isfile(self.path):
+            return None
+        with self._reading() as db:
+            if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'queues'").fetchone() is None:
+                return None
+            row = db.execute("SELECT options FROM queues WHERE name = ?", (self.name,)).fetchone()
+        if row is None:
+            return None
+        stored = QueueOptions(**json.loads(row[0]))
+        check_same(self.url, stored, self._wanted, self._given)
+        return stored
+
+    def _missing(self) -> str:
+        names = self._queue_names()
+        if names is None:
+            return f"no queue file {self.path}" if not os.path.exists(self.path) else f"{self.path} holds no queue"
+        return f"{self.path} has no queue {self.name!r}; it has {', '.join(map(repr, names)) or 'none'}"
+
+    def _create(self) -> tuple[QueueOptions, bool]:
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        wanted = self._wanted
         with self._transaction() as db:
             for statement in filter(str.strip, _SCHEMA.split(";")):
                 db.execute(statement)
-            db.execute("INSERT OR IGNORE INTO queues VALUES (?, ?, ?)",
-                       (self.name, json.dumps(wanted.to_dict()), time.time()))
+            new = db.execute("INSERT OR IGNORE INTO queues VALUES (?, ?, ?)",
+                             (self.name, json.dumps(wanted.to_dict()), time.time())).rowcount > 0
             if wanted.redrive():
                 db.execute("INSERT OR IGNORE INTO queues VALUES (?, ?, ?)",
                            (wanted.dead_letter, json.dumps(QueueOptions().to_dict()), time.time()))
             stored = QueueOptions(**json.loads(db.execute("SELECT options FROM queues WHERE name = ?",
                                                           (self.name,)).fetchone()[0]))
-        check_same(self.url, stored, wanted, given)
-        return stored
+        check_same(self.url, stored, wanted, self._given)
+        return stored, new
 
     # -- the backend interface -----------------------------------------------------------------
 
@@ -228,6 +267,7 @@ class SqliteQueue(DurableQueue):
                           message_id: str | None = None) -> None:
         """One UPDATE statement, a transaction of its own: the write lock is held only while SQLite runs it,
         never across Python code, so a heartbeat slips in between a busy task's own writes."""
+        self._require()  # QueueDoesNotExist for a missing queue, before a connection would create its file
         seq = _handle_seq(receipt_handle, message_id)
         now = time.time()
         with self._reading() as db:
@@ -249,12 +289,14 @@ class SqliteQueue(DurableQueue):
 
     def delete(self, receipt_handle: str, message_id: str | None = None) -> None:
         """Delete the message; a stale handle (the message was received again) deletes nothing, as on SQS."""
+        self._require()  # QueueDoesNotExist for a missing queue, before a connection would create its file
         seq = _handle_seq(receipt_handle, message_id)
         with self._reading() as db:  # one statement: a transaction of its own
             db.execute("DELETE FROM messages WHERE seq = ? AND handle = ?", (seq, receipt_handle))
 
     def delete_batch(self, receipt_handles: list[str]) -> list[dict[str, Any]]:
         """Delete several messages in one transaction; a malformed handle fails alone."""
+        self._require()  # QueueDoesNotExist for a missing queue, before a connection would create its file
         failed, pairs = [], []
         for index, handle in enumerate(receipt_handles):
             try:
@@ -266,6 +308,7 @@ class SqliteQueue(DurableQueue):
         return failed
 
     def get_attributes(self) -> dict[str, str]:
+        self._require()  # QueueDoesNotExist for a missing queue, before a connection would create its file
         now = time.time()
         with self._reading() as db:
             visible, delayed, in_flight = db.execute(
@@ -279,6 +322,7 @@ class SqliteQueue(DurableQueue):
                                 CreatedTimestamp=str(int(created[0])) if created else "0")
 
     def purge(self) -> None:
+        self._require()  # QueueDoesNotExist for a missing queue, before a connection would create its file
         with self._transaction() as db:
             db.execute("DELETE FROM messages WHERE queue = ?", (self.name,))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -10,7 +11,7 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..errors import LEASE_LOST_CODES, LeaseLost, QueueDoesNotExist, QueueError
+from ..errors import LEASE_LOST_CODES, CredentialsMissing, LeaseLost, QueueDoesNotExist, QueueError
 from .base import Message, QueueBackend, SendEntry
 
 logger = logging.getLogger(__name__)
@@ -139,6 +140,25 @@ def _error_code(exc: Exception) -> str:
     return str(response.get("Error", {}).get("Code", type(exc).__name__))
 
 
+#: SQS's answer when a queue was purged less than 60 seconds ago.
+PURGE_IN_PROGRESS_CODES = frozenset({"AWS.SimpleQueueService.PurgeQueueInProgress", "PurgeQueueInProgress"})
+
+
+def _queue_error(exc: Any, url: str, operation: str, message_id: str | None) -> QueueError:
+    """The sqsmaster error for a ClientError SQS answered with, keeping its code and response."""
+    code, response = _error_code(exc), getattr(exc, "response", None)
+    if code in _MISSING_QUEUE_CODES:
+        return QueueDoesNotExist(f"queue {url} does not exist ({code})", code=code, response=response,
+                                 operation=operation)
+    if code in LEASE_LOST_CODES and operation in ("change_message_visibility", "delete_message"):
+        return LeaseLost(message_id, code, str(exc), response=response, operation=operation)
+    if code in PURGE_IN_PROGRESS_CODES:
+        return QueueError(f"{url} was purged less than 60 s ago ({code}): SQS allows one purge per queue every 60 "
+                          "seconds, and that purge is still deleting its messages; try again in a minute",
+                          code=code, response=response, operation=operation)
+    return QueueError(f"{operation} on {url} failed: {exc}", code=code, response=response, operation=operation)
+
+
 class SqsQueue(QueueBackend):
     """A queue on SQS or an SQS-compatible server, addressed by its queue URL."""
 
@@ -155,19 +175,24 @@ class SqsQueue(QueueBackend):
         return int(self.client.meta.config.max_pool_connections)
 
     def _call(self, operation: str, message_id: str | None = None, **params: Any) -> Any:
-        from botocore.exceptions import BotoCoreError, ClientError
+        """Call the client on this queue; botocore's errors come back as sqsmaster's (each a ClientError too,
+        see :class:`~sqsmaster.errors.QueueError`), the original as ``__cause__``."""
+        return self._client_call(operation, message_id, QueueUrl=self.url, **params)
+
+    def _client_call(self, operation: str, message_id: str | None = None, **params: Any) -> Any:
+        from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError
 
         try:
-            return getattr(self.client, operation)(QueueUrl=self.url, **params)
+            return getattr(self.client, operation)(**params)
         except ClientError as exc:
-            code = _error_code(exc)
-            if code in _MISSING_QUEUE_CODES:
-                raise QueueDoesNotExist(f"queue {self.url} does not exist ({code})") from exc
-            if code in LEASE_LOST_CODES and operation in ("change_message_visibility", "delete_message"):
-                raise LeaseLost(message_id, code, str(exc)) from exc
-            raise QueueError(f"{operation} on {self.url} failed: {exc}") from exc
-        except BotoCoreError as exc:
-            raise QueueError(f"{operation} on {self.url} failed: {exc}") from exc
+            raise _queue_error(exc, self.url, operation, message_id) from exc
+        except (NoCredentialsError, PartialCredentialsError) as exc:
+            # A configuration problem, not an unreachable queue: a worker must not wait for it to pass.
+            raise CredentialsMissing(
+                f"no AWS credentials for {self.url} ({exc}): set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or "
+                "AWS_PROFILE, or run where a role provides them") from exc
+        except BotoCoreError as exc:  # no answer: connection refused, a timeout...
+            raise QueueError(f"{operation} on {self.url} failed: {exc}", operation=operation) from exc
 
     def send(self, entry: SendEntry) -> dict[str, Any]:
         return self._call("send_message", **_send_params(entry, batch=False))
@@ -223,6 +248,27 @@ class SqsQueue(QueueBackend):
 
     def purge(self) -> None:
         self._call("purge_queue")
+
+    def create(self, visibility_timeout: int | None = None, max_receive_count: int | None = None) -> str:
+        """CreateQueue for the name in this URL, on its endpoint; idempotent, as SQS's is. Returns the URL SQS gives.
+
+        A ``.fifo`` name makes a FIFO queue. With ``max_receive_count``, also a dead-letter queue
+        ``NAME-dlq`` (``NAME-dlq.fifo``) and a redrive policy that moves a message there after that
+        many receives. Raises QueueError (an existing queue with other attributes: ``QueueAlreadyExists``).
+        """
+        name = self.url.rstrip("/").rsplit("/", 1)[-1]
+        fifo = name.endswith(".fifo")
+        attributes: dict[str, str] = {"FifoQueue": "true"} if fifo else {}
+        if visibility_timeout is not None:
+            attributes["VisibilityTimeout"] = str(int(visibility_timeout))
+        if max_receive_count:
+            dead_letter_name = f"{name[:-5]}-dlq.fifo" if fifo else f"{name}-dlq"
+            dead_letter = self._client_call("create_queue", QueueName=dead_letter_name,
+                                            Attributes={"FifoQueue": "true"} if fifo else {})["QueueUrl"]
+            arn = self._client_call("get_queue_attributes", QueueUrl=dead_letter,
+                                    AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+            attributes["RedrivePolicy"] = json.dumps({"deadLetterTargetArn": arn, "maxReceiveCount": max_receive_count})
+        return str(self._client_call("create_queue", QueueName=name, Attributes=attributes)["QueueUrl"])
 
     def heartbeat_queue(self, timeout: float | None = None) -> "SqsQueue":
         """A twin with a client of its own (never the task's, whose connection pool lock the task may

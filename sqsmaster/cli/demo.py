@@ -17,7 +17,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--sqs", action="store_true",
                         help="use an embedded moto SQS server on 127.0.0.1 instead (pip install 'sqsmaster[demo]')")
     parser.add_argument("--out", metavar="DIR", default=None,
-                        help="where to write jobs.log, worker.log and timeline.png (default: a new temporary dir)")
+                        help="write jobs.log, worker.log and timeline.png to DIR and keep them (default: a temporary "
+                             "directory, removed at the end unless a task did not end as expected)")
     parser.set_defaults(func=run)
 
 

@@ -6,13 +6,16 @@ import argparse
 import sys
 from typing import Any
 
-from . import EXIT_FAILURE, EXIT_OK
+from ..errors import ConfigurationError
+from . import EXIT_OK
 
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("report", help="summarise a job log, export CSV, draw a timeline",
                                    description="Print a summary of a JSON-lines job log (one line per attempt): "
-                                               "attempts and outcomes per task, runtimes, peak memory.")
+                                               "attempts and outcomes per task, runtimes, peak memory. Exit codes: "
+                                               "0 ok, 2 the log cannot be read or holds no job record, an output "
+                                               "cannot be written, or matplotlib is missing for --timeline.")
     parser.add_argument("job_log", metavar="JOBLOG", help="the job log (JSON lines) a worker wrote")
     parser.add_argument("--csv", metavar="OUT", help="also write every record to this CSV file")
     parser.add_argument("--timeline", metavar="OUT.png",
@@ -24,16 +27,26 @@ def run(args: argparse.Namespace) -> int:
     from ..jobs import JobLog
     from ..report import draw_timeline, format_summary, write_csv
 
+    skipped: list[tuple[int, str]] = []
     try:
-        records = JobLog(args.job_log).records()
+        records = list(JobLog(args.job_log).read(skipped))
     except OSError as exc:
-        print(f"sqsmaster: error: cannot read the job log: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+        raise ConfigurationError(f"cannot read the job log {args.job_log}: {exc.strerror or exc}") from None
+    if skipped:
+        number, reason = skipped[0]
+        if not records:
+            raise ConfigurationError(f"{args.job_log} is not a job log: none of its lines is a job record "
+                                     f"(line {number}: {reason[:100]})")
+        print(f"sqsmaster: note: skipped {len(skipped)} line(s) of {args.job_log} that are not job records "
+              f"(line {number}: {reason[:100]})", file=sys.stderr)
     print(format_summary(records))
-    if args.csv:
-        write_csv(records, args.csv)
-        print(f"wrote {len(records)} records to {args.csv}")
-    if args.timeline:
-        draw_timeline(records, args.timeline)
-        print(f"drew the timeline to {args.timeline}")
+    for path, write, what in ((args.csv, write_csv, "wrote {n} records to {path}"),
+                              (args.timeline, draw_timeline, "drew the timeline to {path}")):
+        if not path:
+            continue
+        try:
+            write(records, path)
+        except OSError as exc:
+            raise ConfigurationError(f"cannot write {path}: {exc.strerror or exc}") from None
+        print(what.format(n=len(records), path=path))
     return EXIT_OK

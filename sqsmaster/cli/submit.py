@@ -14,7 +14,9 @@ def register(subparsers: Any) -> None:
         "submit", help="send one task to a queue",
         description="Send TASK with keyword arguments. key=value values are read as JSON when they parse "
                     "(seconds=2 is the int 2, ok=true a bool) and as strings otherwise; --json gives them all at "
-                    "once. Prints the message id. Exit codes: 0 sent, 2 bad arguments, 3 queue missing.")
+                    "once. Prints the message id. A queue that does not exist is an error (a mistyped path must "
+                    "not start a new queue): create it first with sqsmaster create. Exit codes: 0 sent, "
+                    "2 bad arguments, 3 queue missing or unreachable.")
     parser.add_argument("url", metavar="QUEUE_URL")
     parser.add_argument("task", metavar="TASK", help="the registered task name")
     parser.add_argument("kwargs", nargs="*", metavar="key=value", help="keyword arguments")
@@ -49,6 +51,6 @@ def run(args: argparse.Namespace) -> int:
     from ..manager import TaskManager
 
     kwargs = parse_kwargs(args.kwargs, args.json_kwargs)
-    with TaskManager(args.url, sender_name="sqsmaster-cli") as manager:
+    with TaskManager(args.url, sender_name="sqsmaster-cli", create=False) as manager:
         print(manager.submit(args.task, **kwargs)["MessageId"])
     return 0

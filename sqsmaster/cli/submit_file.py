@@ -10,6 +10,7 @@ from typing import IO, Any, Iterator
 
 from ..errors import ConfigurationError, SubmitFailed
 from ..producer import Task
+from . import exit_code
 
 _OPTIONS = ("delay_seconds", "countdown", "group_id", "deduplication_id")
 
@@ -19,7 +20,10 @@ def register(subparsers: Any) -> None:
         "submit-file", help="send the tasks of a JSON-lines file",
         description='Send one task per line: {"task": NAME, "kwargs": {...}}, optionally with "delay_seconds", '
                     '"countdown", "eta" (ISO 8601), "group_id", "deduplication_id". A malformed line stops the '
-                    "run with its line number; the lines before it are sent, none after it.")
+                    "run with its line number; the lines before it are sent, none after it. A queue that does not "
+                    "exist is an error: create it first with sqsmaster create. Exit codes: 0 all sent, 1 some "
+                    "could not be sent, 2 a malformed line or a file that cannot be read, 3 queue missing or "
+                    "unreachable.")
     parser.add_argument("url", help="the queue URL")
     parser.add_argument("file", help="the JSON-lines file, or - for stdin")
     parser.add_argument("--sender-name", help="the service_name message attribute")
@@ -78,12 +82,13 @@ def run(args: argparse.Namespace) -> int:
         stream = sys.stdin if stdin else open(args.file, encoding="utf-8")
     except OSError as exc:
         raise ConfigurationError(f"cannot read {args.file}: {exc}") from None
-    with stream, TaskManager(args.url, sender_name=args.sender_name) as manager:
+    with stream, TaskManager(args.url, sender_name=args.sender_name, create=False) as manager:
+        manager.attributes()  # a queue that does not exist (or cannot be reached) shows before any line is read
         try:
             sent = manager.submit_many(read_tasks(stream, "stdin" if stdin else args.file), total=total,
                                        progress=progress)
         except SubmitFailed as exc:
             print(f"sqsmaster: error: {exc}", file=sys.stderr)
-            return 1
+            return 1 if exc.cause is None else exit_code(exc.cause)
     print(f"sent {sent} task(s) to {args.url}")
     return 0

@@ -27,8 +27,8 @@ from ..errors import (
     TaskAbandoned,
     TaskStuck,
 )
-from ..lease import RELEASE_TIMEOUT, Lease, default_backoff, message_id_of, receive_count, system_attributes
-from ..limits import MAX_VISIBILITY_TIMEOUT, check_range
+from ..lease import RELEASE_TIMEOUT, Lease, default_backoff, message_id_of, notify_context, receive_count
+from ..limits import MAX_VISIBILITY_TIMEOUT, check_range, check_seconds
 from . import process  # noqa: F401  (registers isolation "process")
 from .heartbeat import Heartbeat
 from .policy import ON_LEASE_LOST, HeartbeatPolicy, heartbeat_call_timeout
@@ -94,8 +94,8 @@ class MessageHandler:
     def __init__(self, message: Any, sqs_timeout: float, alarm_timeout: float,
                  hard_timeout: float = DEFAULT_HARD_TIMEOUT, **kwargs: Any) -> None:
         check_range("sqs_timeout", sqs_timeout, 1, MAX_VISIBILITY_TIMEOUT)
-        check_range("alarm_timeout", alarm_timeout, 0.001, MAX_VISIBILITY_TIMEOUT)
-        check_range("hard_timeout", hard_timeout, 0.001, float("inf"))
+        check_seconds("alarm_timeout", alarm_timeout)
+        check_seconds("hard_timeout", hard_timeout)
         if alarm_timeout + 1 >= sqs_timeout:
             raise ConfigurationError(
                 f"alarm_timeout={alarm_timeout} must be more than 1 s shorter than sqs_timeout={sqs_timeout}, "
@@ -172,9 +172,9 @@ class MessageHandler:
         return self._lease
 
     def context(self) -> dict[str, Any]:
-        """What ``notify`` receives as context: the body, the message id and its attributes."""
-        return {"body": getattr(self._message, "body", None), "message_id": self.message_id,
-                **system_attributes(self._message)}
+        """What ``notify`` receives as context: ``{"body": ..., **message.attributes}`` as in sqstaskmaster,
+        and ``"message_id"`` when the message has one."""
+        return notify_context(self._message)
 
     def _run_supervised(self, original: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
         if self._in_run or self._supervisor is None:  # super().run(), or called outside `with`
