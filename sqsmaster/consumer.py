@@ -124,6 +124,8 @@ def task_generator(queue: QueueBackend, *, wait_time: float = 20, sqs_timeout: f
     wait = check_wait_time(wait_time)
     visibility = check_visibility_timeout("sqs_timeout", sqs_timeout)
     count = check_max_messages(max_messages)
+    if payloads is None:  # one S3 client for the generator, made on the first pointer, not one per message
+        payloads = PayloadStore("s3://payloads", queue_url=queue.url)
     while True:
         messages = queue.receive(count, wait, visibility)
         if not messages:

@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 from .backends import QueueBackend
 from .errors import LEASE_LOST_CODES, LeaseLost, QueueError
-from .limits import MAX_VISIBILITY_TIMEOUT
+from .limits import MAX_BATCH_ENTRIES, MAX_VISIBILITY_TIMEOUT
 
 logger = logging.getLogger(__name__)
 
@@ -254,3 +254,31 @@ class Lease:
     def retire(self) -> None:
         """The task is over: results of heartbeat calls still in flight are ignored from now on."""
         self._retired = True
+
+
+def change_visibilities(entries: list[tuple[Any, int]], timeout: float) -> dict[Any, tuple[str, str]]:
+    """Set the visibility of several received messages: ``(message, seconds)`` pairs, ten to a
+    ChangeMessageVisibilityBatch per queue, each call bounded by ``timeout`` (through the queue's
+    ``heartbeat_queue``, a client of its own). Returns the messages whose change failed, with (SQS error
+    code, reason); a lost lease shows as one of :data:`~sqsmaster.errors.LEASE_LOST_CODES`. Never raises."""
+    failed: dict[Any, tuple[str, str]] = {}
+    by_queue: dict[int, tuple[QueueBackend, list[tuple[Any, int]]]] = {}
+    for message, seconds in entries:
+        by_queue.setdefault(id(message.queue), (message.queue, []))[1].append((message, seconds))
+    for queue, pairs in by_queue.values():
+        try:
+            twin = queue.heartbeat_queue(timeout=bounded(timeout))
+        except Exception as exc:
+            failed.update((message, (type(exc).__name__, str(exc))) for message, _ in pairs)
+            continue
+        for start in range(0, len(pairs), MAX_BATCH_ENTRIES):
+            chunk = pairs[start:start + MAX_BATCH_ENTRIES]
+            try:
+                errors = twin.change_visibility_batch([(m.receipt_handle, seconds) for m, seconds in chunk])
+            except Exception as exc:
+                failed.update((message, (type(exc).__name__, str(exc))) for message, _ in chunk)
+                continue
+            for error in errors:
+                message = chunk[int(error["Id"])][0]
+                failed[message] = (str(error.get("Code")), str(error.get("Message") or error.get("Code")))
+    return failed

@@ -6,6 +6,7 @@ botocore Stubber on the caller's client would never see). Every other request go
 through to moto unchanged.
 
     proxy.fail("ChangeMessageVisibility", "AWS.SimpleQueueService.MessageNotInflight", calls={2})
+    proxy.hold("ChangeMessageVisibilityBatch", 1.0, calls={1})  # done at the server, answered 1 s late
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class FaultProxy:
         self.calls: dict[str, int] = {}
         self.times: dict[str, list[float]] = {}
         self._faults: dict[str, tuple[str, int, set[int]]] = {}
+        self._holds: dict[str, tuple[float, set[int]]] = {}
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._server.daemon_threads = True
@@ -45,6 +47,20 @@ class FaultProxy:
         """Answer the given calls (1-based, per operation; all when None) of ``operation`` with ``code``."""
         with self._lock:
             self._faults[operation] = (code, status, set(calls) if calls is not None else set())
+
+    def hold(self, operation: str, seconds: float, calls: set[int] | None = None) -> None:
+        """Forward the given calls (1-based, per operation; all when None) of ``operation`` at once, but
+        answer them ``seconds`` late: the call is done at the server, its caller does not know yet."""
+        with self._lock:
+            self._holds[operation] = (seconds, set(calls) if calls is not None else set())
+
+    def held(self, operation: str, number: int) -> float:
+        """How long to hold the answer to call ``number`` of ``operation`` (s)."""
+        with self._lock:
+            hold = self._holds.get(operation)
+        if hold is None or (hold[1] and number not in hold[1]):
+            return 0.0
+        return hold[0]
 
     def count(self, operation: str) -> tuple[int, tuple[str, int] | None]:
         """Count one call of ``operation``; the (code, status) to answer it with, or None to forward it."""
@@ -78,7 +94,8 @@ def _handler_for(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:  # noqa: N802 (http.server's name)
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            _, fault = proxy.count(_operation(self.headers, body))
+            operation = _operation(self.headers, body)
+            number, fault = proxy.count(operation)
             if fault is not None:
                 self._answer_error(*fault)
                 return
@@ -88,6 +105,7 @@ def _handler_for(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
                 upstream.request("POST", self.path, body=body, headers=headers)
                 response = upstream.getresponse()
                 payload = response.read()
+                time.sleep(proxy.held(operation, number))
                 self.send_response(response.status)
                 for key, value in response.getheaders():
                     if key.lower() not in ("content-length", "connection", "transfer-encoding", "server", "date"):

@@ -7,7 +7,7 @@ import threading
 import time
 from urllib.parse import urlsplit
 
-from sqsmaster import LocalQueue, open_queue
+from sqsmaster import LocalQueue, MessageHandler, open_queue
 from sqsmaster.backends import SendEntry
 from sqsmaster.worker.receiving import PendingLeases
 
@@ -121,4 +121,33 @@ def test_prefetched_messages_are_extended_ten_to_a_call_and_close_joins_the_thre
     assert fault_proxy.calls.get("ChangeMessageVisibility", 0) == 0
     assert set(prefetch_threads()) - others == set()
     assert len(queue.receive(10, 1, 30)) == 10  # released: visible again at once
+    queue.close()
+
+
+class Quick(MessageHandler):
+    def run(self) -> None:
+        pass
+
+
+def test_a_prefetched_message_kept_hidden_starts_without_an_extension_of_its_own(sqs_server, fault_proxy):
+    # Given a message received with a 4 s visibility and prefetched (its heartbeat every 0.5 s), through a
+    # proxy that counts the calls the server gets
+    url = sqs_server.create_queue(f"prefetch-start-{time.monotonic_ns()}")
+    queue = open_queue(f"{fault_proxy.endpoint}{urlsplit(url).path}")
+    queue.send(SendEntry(body='{"task": "T", "kwargs": {}}'))
+    message = wait_for(lambda: queue.receive(1, 1, 4), message="the message")[0]
+    pending = PendingLeases(4, period=0.5)
+    pending.add([message])
+
+    # When it starts 2.5 s after its receive: the receive's 4 s alone would leave less than a heartbeat
+    # period (1 s) and a second of margin, but the prefetch heartbeat hid it again 0.5 s ago at most
+    time.sleep(2.5)
+    with Quick(pending.pop(), sqs_timeout=4, alarm_timeout=1) as handler:
+        handler.run()
+    pending.close()
+
+    # Then its handler made no extension of its own (one ChangeMessageVisibility a task saved), and it succeeded
+    assert fault_proxy.calls.get("ChangeMessageVisibilityBatch", 0) >= 2
+    assert fault_proxy.calls.get("ChangeMessageVisibility", 0) == 0
+    assert handler.outcome == "succeeded" and fault_proxy.calls.get("DeleteMessage") == 1
     queue.close()

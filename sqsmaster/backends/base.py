@@ -31,7 +31,8 @@ class Message:
 
     ``change_visibility`` and ``delete`` go to the queue the message came from.
     ``received_at`` (monotonic) and ``visibility_timeout`` tell how long the lease
-    set by the receive lasts, so a handler can skip a redundant extension.
+    lasts (set by the receive, or by a later change recorded with :meth:`leased`),
+    so a handler can skip a redundant extension.
     """
 
     def __init__(
@@ -56,6 +57,11 @@ class Message:
         #: True once the message was deleted through :meth:`delete` (or :meth:`mark_deleted`).
         self.deleted = False
         self._after_delete: list[Callable[[Message], None]] = []
+
+    def leased(self, seconds: float, at: float) -> None:
+        """Record a visibility change made since the receive: hidden ``seconds`` from ``at`` (monotonic, taken
+        before the call was sent, so the lease is never thought to last longer than it does)."""
+        self.visibility_timeout = at + seconds - self.received_at
 
     @property
     def queue_url(self) -> str:

@@ -258,7 +258,8 @@ class SqsQueue(QueueBackend):
         self._call("purge_queue")
 
     def polling_twin(self, read_timeout: float) -> "SqsQueue":
-        return SqsQueue(self.url, make_client(self.url, read_timeout=read_timeout, max_attempts=1))
+        return SqsQueue(self.url, make_client(self.url, read_timeout=read_timeout, max_attempts=1, twin=True))
+
     def create(self, visibility_timeout: int | None = None, max_receive_count: int | None = None) -> str:
         """CreateQueue for the name in this URL, on its endpoint; idempotent, as SQS's is. Returns the URL SQS gives.
 

@@ -138,7 +138,9 @@ def register(subparsers: Any) -> None:
                         help="default hard timeout of a task (default 4 hours)")
     parser.add_argument("--grace", type=option["--grace"], metavar="S",
                         help="seconds a running task may finish after SIGTERM/SIGINT (default 30)")
-    parser.add_argument("--wait-time", type=option["--wait-time"], metavar="S", help="longest receive wait (≤ 20)")
+    parser.add_argument("--wait-time", type=option["--wait-time"], metavar="S",
+                        help="longest receive wait (≤ 20, default 20): an idle worker long-polls one queue at a "
+                             "time for this long")
     parser.add_argument("--max-tasks", type=option["--max-tasks"], metavar="N",
                         help="exit after N tasks ended, whatever their outcome")
     parser.add_argument("--prefetch", type=option["--prefetch"], metavar="N",

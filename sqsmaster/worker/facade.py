@@ -65,10 +65,12 @@ class Worker:
     :param sqs_timeout: visibility held on a message while its task runs (s)
     :param alarm_timeout: heartbeat period (s); default ``sqs_timeout / 3``
     :param hard_timeout: default hard timeout of a task (s)
-    :param wait_time: longest receive wait (s, ≤ 20); polls are sliced to 1 s so signals are noticed
+    :param wait_time: longest receive wait (s, ≤ 20): an idle worker long-polls one queue at a time for
+        this long (on SQS; a stop does not wait for it, see :mod:`sqsmaster.worker.receiving`)
     :param max_tasks: exit after this many tasks ended, whatever their outcome
     :param until_empty: exit once a receive is empty, no task of ours runs and every queue
-        reports no visible, in-flight or delayed message
+        reports no visible, in-flight or delayed message (such a worker does not long-poll: it
+        receives with 1 s waits, to end within about a second of the last delete)
     :param prefetch: messages held beyond the running one (heartbeated until they start)
     :param grace: seconds a running task may finish after SIGTERM/SIGINT
     :param dlq: an explicit dead-letter queue URL, for queues with no redrive policy

@@ -120,14 +120,17 @@ class WorkerLoop:
         self._clients = [client for _, client in opened if client is not None]
         dlq = opened[-1][0] if config.dlq else None
         self.outcomes = Outcomes(dlq, config.notify, config.on_attempt_end, config.job_log)
-        self.receiver = Receiver(self.queues, wait_time=config.wait_time,
-                                 visibility_timeout=int(config.sqs_timeout), should_stop=lambda: signals.stopping)
+        # A drain (--until-empty) looks at the queues every second, to end within a second of their last
+        # delete (another worker's included) rather than a long poll later.
+        self.receiver = Receiver(self.queues, wait_time=config.wait_time, visibility_timeout=int(config.sqs_timeout),
+                                 should_stop=lambda: signals.stopping or self._orphaned(),
+                                 long_poll=not config.until_empty)
         self.pending = PendingLeases(int(config.sqs_timeout), float(config.alarm_timeout or 1))
         self.order = GroupOrder()
         # Succeeded messages are deleted ten at a time, well inside their visibility timeout.
         self.deletes = DeleteBatcher(max_delay=min(DEFAULT_MAX_DELAY, float(config.sqs_timeout) / 4),
                                      route=self.receiver.twin)
-        self._payload_stores: dict[str, PayloadStore] = {}
+        self._payload_stores: dict[tuple[str | None, str | None], PayloadStore] = {}
         self._lock = threading.Lock()
         self._release_lock = threading.Lock()
         self._releasing: list[Message] = []
@@ -193,10 +196,13 @@ class WorkerLoop:
         if self.config.max_tasks is not None and self._claim is None and self.ended >= self.config.max_tasks:
             logger.info("%d task(s) ended: stopping (--max-tasks)", self.ended)
             return True
-        if self._parent is not None and os.getppid() != self._parent:
+        if self._orphaned():
             logger.warning("the parent process is gone: stopping")
             return True
         return False
+
+    def _orphaned(self) -> bool:
+        return self._parent is not None and os.getppid() != self._parent
 
     def _receive(self) -> Message | None:
         want = 1 + self.config.prefetch
@@ -272,12 +278,16 @@ class WorkerLoop:
         return self._claim() if self._claim is not None else True
 
     def _payloads(self, message: Message) -> PayloadStore:
-        # One S3 client per queue, made on the first pointer: the store lends its client, the pointer names
-        # the bucket.
+        # One S3 client per worker (per endpoint and region its queues are on, one in practice), made on the
+        # first pointer: the store lends its client, the pointer names the bucket. A client costs tens of
+        # milliseconds of CPU and a connection of its own.
+        from ..backends.sqs import endpoint_and_region  # only a message with a pointer needs it
+
         url = message.queue.url
-        if url not in self._payload_stores:
-            self._payload_stores[url] = PayloadStore("s3://payloads", queue_url=url)
-        return self._payload_stores[url]
+        where = endpoint_and_region(url)
+        if where not in self._payload_stores:
+            self._payload_stores[where] = PayloadStore("s3://payloads", queue_url=url)
+        return self._payload_stores[where]
 
     def _run(self, message: Message, spec: TaskSpec, name: str, kwargs: dict[str, Any], attempt: int) -> str | None:
         """Run the task under its handler; returns the handler's outcome."""

@@ -1,10 +1,23 @@
-"""Receiving for the worker: priority queues, polls a signal can interrupt, and backoff when SQS is away.
+"""Receiving for the worker: priority queues, long polls that cost little and never hold up a stop, and
+backoff when SQS is away.
 
-A long poll cannot be cancelled once sent, and a message it returns after we
-stopped listening would stay hidden for its whole visibility timeout. So the
-worker long-polls in slices of at most :data:`POLL_SLICE` seconds and checks for
-a shutdown between slices: an idle worker stops within about a second. On real
-SQS that is at most one empty receive per second per idle worker.
+A worker receives in two ways, and goes from one to the other on its own:
+
+* **busy** (the last receive got messages): one receive per queue in priority
+  order, each hiding what it gets for the worker's whole visibility, the last one
+  waiting at most :data:`POLL_SLICE` second; a stop waits for it and releases what
+  it returned. No visibility call is needed before a task starts.
+* **idle** (a busy pass found every queue empty): on SQS, one long poll of
+  ``wait_time`` seconds at a time (:class:`~sqsmaster.worker.longpoll.LongPoll`: on a thread
+  the worker stops listening to at once, with a short visibility, extended when the
+  poll gets messages). The queues take turns, so several queues idle at the cost of
+  one: three ReceiveMessage calls a minute at the default 20 s, however many queues.
+  A message on a queue that is not being watched waits for that queue's turn (at
+  most ``(queues - 1) * wait_time``); once a poll wakes the worker on a queue, the
+  queues before it are looked at first, so the first queue still wins.
+
+Local queues (``mem://``, ``sqlite://``, ``fq://``) cost nothing per receive and are
+always received the busy way.
 """
 
 from __future__ import annotations
@@ -17,16 +30,19 @@ from typing import Any, Callable
 from ..backends import Message, QueueBackend, open_bounded_queue
 from ..consumer import queue_is_empty
 from ..errors import LEASE_LOST_CODES, QueueDoesNotExist, QueueError
-from ..lease import RELEASE_TIMEOUT, bounded
-from ..limits import MAX_BATCH_ENTRIES, MAX_RECEIVE_MESSAGES, MAX_VISIBILITY_TIMEOUT
+from ..lease import RELEASE_TIMEOUT, change_visibilities
+from ..limits import MAX_RECEIVE_MESSAGES, MAX_VISIBILITY_TIMEOUT
 from ..supervise.policy import HEARTBEAT_RETRY_DELAY, heartbeat_call_timeout
+from .longpoll import LongPoll
+from .signals import block_stop_signals
 
 logger = logging.getLogger("sqsmaster.worker")
 
-#: Longest single receive wait: the worker notices a shutdown within this many seconds.
+#: Longest wait of a busy receive (s): a stop waits it out, then releases what it returned.
 POLL_SLICE = 1
 #: A receive that has not answered this long after its wait is an unreachable endpoint.
-RECEIVE_READ_TIMEOUT = POLL_SLICE + 3
+RECEIVE_MARGIN = 3
+RECEIVE_READ_TIMEOUT = POLL_SLICE + RECEIVE_MARGIN
 #: Longest pause between receives while the endpoint is unreachable.
 MAX_UNREACHABLE_BACKOFF = 30.0
 #: Read timeout of every other SQS call a worker makes (deletes, releases, dead-letter sends, re-sends),
@@ -43,10 +59,11 @@ def open_worker_queue(url: str, queue_constructor: Callable[[str], Any] | None =
     return open_bounded_queue(url, WORKER_READ_TIMEOUT, queue_constructor)
 
 
-def receiving_twin(queue: QueueBackend) -> QueueBackend:
-    """The queue to receive through: for SQS a twin with a short read timeout and no botocore retries,
-    so an unreachable endpoint shows within seconds and our own backoff takes over."""
-    return queue.polling_twin(RECEIVE_READ_TIMEOUT)
+def receiving_twin(queue: QueueBackend, wait_time: int = POLL_SLICE) -> QueueBackend:
+    """The queue to receive through: for SQS a twin whose read timeout is ``wait_time`` plus
+    :data:`RECEIVE_MARGIN` seconds, with no botocore retries, so an unreachable endpoint shows soon after
+    the wait and our own backoff takes over. Other backends receive through the queue itself."""
+    return queue.polling_twin(wait_time + RECEIVE_MARGIN)
 
 
 def unreachable_backoff(failures: int) -> float:
@@ -57,34 +74,43 @@ def unreachable_backoff(failures: int) -> float:
 class Receiver:
     """Receive from queues in priority order: a queue is taken only when every queue before it is empty.
 
-    ``receive(n)`` returns up to ``n`` messages from the first queue that has
-    any (received through :func:`receiving_twin`, but bound to the queue given,
-    whose client deletes and releases them), [] when none has (after one poll slice), and never raises QueueError for
-    an unreachable endpoint: it logs, waits with capped exponential backoff
-    (checking ``should_stop`` every 0.1 s) and returns []. QueueDoesNotExist propagates.
+    ``receive(n)`` returns up to ``n`` messages, hidden for ``visibility_timeout`` seconds
+    and bound to the queue given (whose client deletes and releases them), or [] (see the
+    module's docstring for the busy and idle ways). It returns [] at once when
+    ``should_stop()`` turns true during an idle long poll. It never raises QueueError for
+    an unreachable endpoint: it logs, waits with capped exponential backoff (checking
+    ``should_stop`` every 0.1 s) and returns []. QueueDoesNotExist propagates.
+
+    ``long_poll=False`` keeps the busy way while idle too (a drain that must notice the
+    queues are empty within a second of it, not after a long poll).
     """
 
     def __init__(self, queues: list[QueueBackend], *, wait_time: float, visibility_timeout: int,
                  should_stop: Callable[[], bool] = lambda: False,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, long_poll: bool = True) -> None:
         self.queues = queues
         self._receiving = [receiving_twin(queue) for queue in queues]
         self.slice = int(min(wait_time, POLL_SLICE))
+        self.wait_time = int(wait_time)
         self.visibility_timeout = visibility_timeout
         self._should_stop = should_stop
         self._sleep = sleep
         self.failures = 0
+        #: Long polls only pay where a receive is a billed request that cannot be cancelled: SQS.
+        self._long_polling = long_poll and self.wait_time > self.slice and all(
+            twin is not queue for twin, queue in zip(self._receiving, queues))
+        self._polling: list[QueueBackend | None] = [None] * len(queues)
+        self.idle = False
+        self._turn = 0  # the queue the next idle long poll watches
 
     def receive(self, count: int) -> list[Message]:
         count = max(1, min(count, MAX_RECEIVE_MESSAGES))
         try:
-            for index, queue in enumerate(self._receiving):
-                last = index == len(self.queues) - 1
-                messages = queue.receive(count, self.slice if last else 0, self.visibility_timeout)
-                if messages:
-                    for message in messages:
-                        message.queue = self.queues[index]
-                    break
+            if self.idle and self._long_polling:
+                messages = self._receive_idle(count)
+            else:
+                messages = self._receive_busy(count, len(self.queues), self.slice)
+                self.idle = not messages
         except QueueDoesNotExist:
             raise
         except QueueError as exc:
@@ -101,6 +127,51 @@ class Receiver:
             self.pause(0.5)  # short polling: no hot loop on an empty queue
         return messages
 
+    def _receive_busy(self, count: int, queues: int, last_wait: int) -> list[Message]:
+        """From the first of the first ``queues`` queues that has messages; the last one waits ``last_wait`` s."""
+        for index in range(queues):
+            wait = last_wait if index == queues - 1 else 0
+            messages = self._receiving[index].receive(count, wait, self.visibility_timeout)
+            if messages:
+                for message in messages:
+                    message.queue = self.queues[index]
+                return messages
+        return []
+
+    def _receive_idle(self, count: int) -> list[Message]:
+        """One long poll of the queue whose turn it is; if it wakes the worker, the queues before it first."""
+        index = self._turn
+        poller = self._polling[index]
+        if poller is None:
+            poller = self._polling[index] = receiving_twin(self.queues[index], self.wait_time)
+        messages = LongPoll(self.queues[index], poller, count, self.wait_time,
+                            self.visibility_timeout).start().wait(self._should_stop)
+        if not messages:
+            if not self._should_stop():
+                self._turn = (index + 1) % len(self.queues)
+            return []
+        self.idle = False
+        if index == 0 or self._should_stop():
+            return messages
+        return self._before(index, count, messages)
+
+    def _before(self, index: int, count: int, woken: list[Message]) -> list[Message]:
+        """``woken`` came from queue ``index``: messages of a queue before it go first, and what is over
+        ``count`` is released at once (never held unrun while another worker could take it)."""
+        try:
+            earlier = self._receive_busy(count, index, 0)
+        except QueueError as exc:  # the woken messages are ours and hidden: run them rather than strand them
+            logger.warning("receive from a higher-priority queue failed (%s); taking the messages in hand", exc)
+            return woken
+        taken = earlier + woken
+        extra = taken[count:]
+        if extra:
+            failed = change_visibilities([(message, 0) for message in extra], RELEASE_TIMEOUT)
+            for message in extra:
+                logger.info("message %s: released unrun (%s): a higher-priority queue had messages", message.message_id,
+                            "visible again now" if message not in failed else f"release failed: {failed[message][1]}")
+        return taken[:count]
+
     def twin(self, queue: QueueBackend) -> QueueBackend:
         """The handle a thread of the worker uses for ``queue`` (deletes, releases at shutdown): the
         receiving twin of an SQS queue (its calls are bounded, see :func:`receiving_twin`), else the
@@ -111,8 +182,8 @@ class Receiver:
         return queue.heartbeat_queue()
 
     def close(self) -> None:
-        for twin, queue in zip(self._receiving, self.queues):
-            if twin is not queue:
+        for twin, queue in zip([*self._receiving, *self._polling], [*self.queues, *self.queues]):
+            if twin is not None and twin is not queue:
                 twin.close()
 
     def pause(self, seconds: float) -> None:
@@ -183,18 +254,17 @@ class PendingLeases:
         """Make every pending message visible again at once; returns how many."""
         with self._lock:  # waits for an extension in flight: the release must land after it
             messages, self._messages = self._messages, []
-        for queue, batch in _by_queue(messages):
-            failed = _change_visibility(queue, [(m, 0) for m in batch], RELEASE_TIMEOUT)
-            for message in batch:
-                if message in failed:
-                    logger.warning("message %s: release failed (%s); it comes back when its visibility expires",
-                                   message.message_id, failed[message][1])
-                else:
-                    logger.info("released message %s (received, not started): visible again now",
-                                message.message_id)
+        failed = change_visibilities([(message, 0) for message in messages], RELEASE_TIMEOUT)
+        for message in messages:
+            if message in failed:
+                logger.warning("message %s: release failed (%s); it comes back when its visibility expires",
+                               message.message_id, failed[message][1])
+            else:
+                logger.info("released message %s (received, not started): visible again now", message.message_id)
         return len(messages)
 
     def _beat(self) -> None:
+        block_stop_signals()
         next_beat = time.monotonic() + self.period
         while not self._stop.wait(self.TICK):
             if self._should_release():
@@ -210,24 +280,26 @@ class PendingLeases:
         ok = True
         with self._lock:
             now = time.monotonic()
-            for queue, batch in _by_queue(self._messages):
-                entries, failed = [], {}
-                for message in batch:
-                    seconds = int(min(self.visibility_timeout, MAX_VISIBILITY_TIMEOUT - (now - message.received_at)))
-                    if seconds > 0:
-                        entries.append((message, seconds))
-                    else:
-                        failed[message] = ("InvalidParameterValue", "the 12-hour visibility cap since receipt")
-                failed.update(_change_visibility(queue, entries, self.call_timeout))
-                for message, (code, reason) in failed.items():
-                    if code in LEASE_LOST_CODES:
-                        self._messages.remove(message)
-                        logger.error("message %s: LEASE LOST (%s) before it started: no longer ours; dropped",
-                                     message.message_id, code)
-                    else:
-                        ok = False
-                        logger.warning("message %s: extending visibility of a prefetched message failed (%s); "
-                                       "retrying", message.message_id, reason)
+            entries, failed = [], {}
+            for message in self._messages:
+                seconds = int(min(self.visibility_timeout, MAX_VISIBILITY_TIMEOUT - (now - message.received_at)))
+                if seconds > 0:
+                    entries.append((message, seconds))
+                else:
+                    failed[message] = ("InvalidParameterValue", "the 12-hour visibility cap since receipt")
+            failed.update(change_visibilities(entries, self.call_timeout))
+            for message, seconds in entries:
+                if message not in failed:
+                    message.leased(seconds, at=now)  # the handler then skips its own first extension
+            for message, (code, reason) in failed.items():
+                if code in LEASE_LOST_CODES:
+                    self._messages.remove(message)
+                    logger.error("message %s: LEASE LOST (%s) before it started: no longer ours; dropped",
+                                 message.message_id, code)
+                else:
+                    ok = False
+                    logger.warning("message %s: extending visibility of a prefetched message failed (%s); "
+                                   "retrying", message.message_id, reason)
         return ok
 
     def close(self) -> None:
@@ -237,28 +309,3 @@ class PendingLeases:
         if self._thread is not None:
             self._thread.join(self.TICK * 10)
 
-
-def _by_queue(messages: list[Message]) -> list[tuple[QueueBackend, list[Message]]]:
-    groups: dict[int, tuple[QueueBackend, list[Message]]] = {}
-    for message in messages:
-        groups.setdefault(id(message.queue), (message.queue, []))[1].append(message)
-    return list(groups.values())
-
-
-def _change_visibility(queue: QueueBackend, entries: list[tuple[Message, int]],
-                       timeout: float) -> dict[Message, tuple[str, str]]:
-    """Set visibilities ten to a call through the queue's bounded twin; returns the failed messages
-    with (SQS error code, reason)."""
-    failed: dict[Message, tuple[str, str]] = {}
-    twin = queue.heartbeat_queue(timeout=bounded(timeout))
-    for start in range(0, len(entries), MAX_BATCH_ENTRIES):
-        chunk = entries[start:start + MAX_BATCH_ENTRIES]
-        try:
-            errors = twin.change_visibility_batch([(m.receipt_handle, seconds) for m, seconds in chunk])
-        except QueueError as exc:
-            failed.update((message, (type(exc).__name__, str(exc))) for message, _ in chunk)
-            continue
-        for error in errors:
-            message = chunk[int(error["Id"])][0]
-            failed[message] = (str(error.get("Code")), str(error.get("Message") or error.get("Code")))
-    return failed
