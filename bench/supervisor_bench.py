@@ -267,7 +267,7 @@ def throughput_rows(count: int, moto_count: int) -> list[str]:
     targets = [("mem://", lambda i: f"mem://noop-{i}", count)]
     server = None
     if moto_count:
-        from sqsmaster.embedded import EmbeddedSQS
+        from sqsmaster.ops.embedded import EmbeddedSQS
 
         server = EmbeddedSQS().start()
         targets.append(("moto HTTP", lambda i: server.create_queue(f"noop-{i}"), moto_count))

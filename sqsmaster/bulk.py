@@ -6,8 +6,9 @@ import dataclasses
 import multiprocessing
 import sys
 from concurrent.futures import ProcessPoolExecutor
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
+from .backends import is_process_local
 from .errors import ConfigurationError, SubmitFailed
 
 PROGRESS_HINT = "progress=True needs tqdm: pip install 'sqsmaster[progress]'"
@@ -45,11 +46,9 @@ def slices(tasks: Any, parts: int) -> Iterator[tuple[int, Any]]:
         yield start, tasks[start:start + step]
 
 
-def _submit_slice(settings: dict[str, Any], start: int, part: Sequence[Any],
+def _submit_slice(make_manager: Callable[..., Any], settings: dict[str, Any], start: int, part: Sequence[Any],
                   max_in_flight: int) -> tuple[int, list, str | None]:
-    from .manager import TaskManager
-
-    with TaskManager(**settings) as manager:
+    with make_manager(**settings) as manager:
         try:
             return manager.submit_many(part, max_in_flight=max_in_flight), [], None
         except SubmitFailed as exc:
@@ -57,17 +56,20 @@ def _submit_slice(settings: dict[str, Any], start: int, part: Sequence[Any],
             return exc.sent, failed, None if exc.cause is None else str(exc.cause)
 
 
-def submit_parallel(settings: dict[str, Any], tasks: Any, parallel: int, bar: Any, max_in_flight: int) -> int:
-    """Submit ``tasks`` split across ``parallel`` processes, each with its own TaskManager(**settings)
-    and its own window of at most ``max_in_flight`` requests."""
-    if str(settings["sqs_url"]).startswith("mem://"):
+def submit_parallel(make_manager: Callable[..., Any], settings: dict[str, Any], tasks: Any, parallel: int, bar: Any,
+                    max_in_flight: int) -> int:
+    """Submit ``tasks`` split across ``parallel`` processes, each with its own ``make_manager(**settings)``
+    (the TaskManager class, passed in so this module need not import the manager that imports it;
+    importable by name, as the spawned processes unpickle it) and its own window of at most
+    ``max_in_flight`` requests."""
+    if is_process_local(str(settings["sqs_url"])):
         raise ConfigurationError("parallel= needs a queue other processes can reach; mem:// lives in this process")
     # spawn, not fork: a forked child would inherit this process's threads and sockets (boto3's pool, a
     # test runner's channel); the slices must therefore be picklable.
     context = multiprocessing.get_context("spawn")
     sent, failed, causes = 0, [], []
     with ProcessPoolExecutor(max_workers=parallel, mp_context=context) as executor:
-        futures = [executor.submit(_submit_slice, settings, start, part, max_in_flight)
+        futures = [executor.submit(_submit_slice, make_manager, settings, start, part, max_in_flight)
                    for start, part in slices(tasks, parallel)]
         for future in futures:
             part_sent, part_failed, cause = future.result()

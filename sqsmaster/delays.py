@@ -163,7 +163,7 @@ def hold_if_not_due(message: Any, clock: Callable[[], float] = time.time, *, max
     fifo = bool((getattr(message, "attributes", None) or {}).get("MessageGroupId"))
     wait = plan_wait(remaining, receive_count(message), held, fifo=fifo, max_receive_count=max_receive_count)
     message_id = getattr(message, "message_id", None)
-    if wait.action == "resend" and _resend(message, wait.seconds, due):
+    if wait.action == "resend" and _resend(message, wait.seconds):
         logger.info("message %s: due in %.0fs; re-sent to arrive in %ss (receive count starts again)",
                     message_id, remaining, wait.seconds)
         return True
@@ -173,8 +173,9 @@ def hold_if_not_due(message: Any, clock: Callable[[], float] = time.time, *, max
     return True
 
 
-def _resend(message: Any, delay: int, due: float) -> bool:
-    """Send a copy of ``message`` delayed ``delay`` s (due time kept), then delete the original."""
+def _resend(message: Any, delay: int) -> bool:
+    """Send a copy of ``message`` delayed ``delay`` s (its due-time attribute copied with it), then delete the
+    original."""
     queue = getattr(message, "queue", None)
     if queue is None or not hasattr(queue, "send"):
         return False

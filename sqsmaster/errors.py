@@ -1,8 +1,9 @@
 """The sqsmaster error tree.
 
 Every error the library raises derives from :class:`SqsMasterError`, except the
-interrupts used for time limits, which derive from :class:`HandlerInterrupt`
-(a ``BaseException``) so that task code's ``except Exception`` cannot swallow them.
+interrupts raised inside a running task, which are ``BaseException``s so that task
+code's ``except Exception`` cannot swallow them: the time limits derive from
+:class:`HandlerInterrupt`, and :class:`WorkerShutdown` stops a task when its worker must stop now.
 """
 
 from __future__ import annotations
@@ -201,6 +202,14 @@ class TaskAbandoned(HandlerInterrupt):
         self.elapsed = elapsed
         super().__init__(f"lease on message {message_id} lost; task stopped after {elapsed:.2f}s "
                          "(on_lease_lost='stop')")
+
+
+class WorkerShutdown(BaseException):
+    """Raised inside a running task when the worker must stop it now (a second signal, or the grace ran out).
+
+    Not a :class:`HandlerInterrupt`: ``MessageHandler`` treats it like KeyboardInterrupt,
+    releasing the message with visibility 0 and re-raising. Task code must let it pass.
+    """
 
 
 class TaskFailed(SqsMasterError):

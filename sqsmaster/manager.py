@@ -14,7 +14,7 @@ from .delays import due_attribute, plan_delay
 from .errors import ConfigurationError
 from .limits import MAX_MESSAGE_SIZE
 from .payloads import PayloadStore
-from .producer import Task, as_task, attributes_size, build_entry, plain_entry, sender_attributes
+from .producer import TaskCall, as_task, attributes_size, build_entry, plain_entry, sender_attributes
 
 logger = logging.getLogger(__name__)
 
@@ -48,35 +48,35 @@ class TaskManager:
         self._attributes = sender_attributes(sender_name, sqs_url)
         self.payloads = None if payload_bucket is None else PayloadStore(
             payload_bucket, client=payload_client, threshold=payload_threshold, queue_url=sqs_url)
-        self.fifo = sqs_url.rstrip("/").endswith(".fifo")
+        self.fifo = bool(getattr(self.queue, "fifo", False))  # a queue_constructor's object may not say
         self._content_deduplication: bool | None = None
 
-    def submit(self, task: str | Task, /, **kwargs: Any) -> dict[str, Any]:
+    def submit(self, task: str | TaskCall, /, **kwargs: Any) -> dict[str, Any]:
         """Send one task. Returns the send response (``{"MessageId": ...}``).
 
         ``submit("resize", path=p)`` sends the task ``resize`` with those kwargs, whatever
-        their names. For per-message options pass a :class:`~sqsmaster.Task` and no kwargs:
-        ``submit(Task("resize", {"path": p}, countdown=3600))``.
+        their names. For per-message options pass a :class:`~sqsmaster.TaskCall` and no kwargs:
+        ``submit(TaskCall("resize", {"path": p}, countdown=3600))``.
 
         Raises EncodeError (a kwarg JSON cannot hold), MessageTooLarge (over 1 MiB and no
         ``payload_bucket``), LimitExceeded; nothing is sent then.
         """
-        if isinstance(task, Task):
+        if isinstance(task, TaskCall):
             if kwargs:
-                raise ConfigurationError("submit(Task(...)) takes no kwargs: put them in Task(name, kwargs)")
+                raise ConfigurationError("submit(TaskCall(...)) takes no kwargs: put them in TaskCall(name, kwargs)")
             item = task
         else:
-            item = Task(task, kwargs)
+            item = TaskCall(task, kwargs)
         response = self.queue.send(self.entry(item))
         logger.debug("message %s: submitted task %s", response.get("MessageId"), item.name)
         return response
 
-    def submit_many(self, tasks: Iterable[Task | tuple[str, dict[str, Any]]], *, total: int | None = None,
+    def submit_many(self, tasks: Iterable[TaskCall | tuple[str, dict[str, Any]]], *, total: int | None = None,
                     progress: bool = False, parallel: int | None = None,
                     max_in_flight: int = DEFAULT_IN_FLIGHT) -> int:
         """Send many tasks with SendMessageBatch; return how many were sent.
 
-        ``tasks`` is any iterable (a generator included) of :class:`~sqsmaster.Task` or
+        ``tasks`` is any iterable (a generator included) of :class:`~sqsmaster.TaskCall` or
         ``(name, kwargs)`` pairs, read lazily: memory stays flat however many there are.
         Batches hold at most 10 entries and 1 MiB. How many requests run at once is a
         window that times every request (:mod:`sqsmaster.inflight`): it climbs while more
@@ -99,7 +99,7 @@ class TaskManager:
                             "payload_bucket": None if self.payloads is None else self.payloads.url,
                             "payload_threshold": MAX_MESSAGE_SIZE if self.payloads is None
                             else self.payloads.threshold}
-                return submit_parallel(settings, tasks, parallel, bar, max_in_flight)
+                return submit_parallel(TaskManager, settings, tasks, parallel, bar, max_in_flight)
             entries = self._entries(tasks)
             sent = send_entries(self.queue, entries, max_in_flight=max_in_flight, fifo=self.fifo,
                                 on_sent=None if bar is None else bar.update)
@@ -109,19 +109,19 @@ class TaskManager:
         logger.info("submitted %d task(s) to %s", sent, self.url)
         return sent
 
-    def _entries(self, tasks: Iterable[Task | tuple[str, dict[str, Any]]]) -> Iterator[SendEntry]:
+    def _entries(self, tasks: Iterable[TaskCall | tuple[str, dict[str, Any]]]) -> Iterator[SendEntry]:
         """The checked entries of ``tasks``, read lazily; entry ids are the indexes in ``tasks``."""
         attributes, size_of_attributes = self._attributes, attributes_size(self._attributes)
         plain = not self.fifo and self.payloads is None
         for index, item in enumerate(tasks):
             # A (name, kwargs) pair carries no option: on a standard queue without S3 offload, nothing but the
-            # body needs checking, so it skips the Task and the option planning (this runs once per message).
+            # body needs checking, so it skips the TaskCall and the option planning (this runs once per message).
             if plain and type(item) is tuple and len(item) == 2 and type(item[1]) is dict:
                 yield plain_entry(item[0], item[1], attributes, size_of_attributes, str(index))
             else:
                 yield self.entry(as_task(item, index), str(index))
 
-    def entry(self, task: Task, entry_id: str = "0") -> SendEntry:
+    def entry(self, task: TaskCall, entry_id: str = "0") -> SendEntry:
         """The checked message for ``task``: delays, FIFO group and deduplication, S3 offload applied."""
         delay, due = plan_delay(task.delay_seconds, task.eta, task.countdown, native=not self.fifo)
         attributes = self._attributes if due is None else {**self._attributes, **due_attribute(due)}

@@ -56,7 +56,7 @@ def make_s3_client(queue_url: str | None = None) -> Any:
 
     kwargs: dict[str, Any] = {"config": Config(connect_timeout=5, read_timeout=S3_READ_TIMEOUT,
                                                retries={"mode": "standard", "total_max_attempts": 2})}
-    if queue_url and queue_url.startswith(("http://", "https://")):
+    if queue_url:
         endpoint, region = endpoint_and_region(queue_url)
         if endpoint is not None:
             kwargs["endpoint_url"] = endpoint

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -19,11 +20,12 @@ SENDER_ATTRIBUTE = "service_name"
 
 
 @dataclass(frozen=True, init=False)
-class Task:
-    """One task to submit, with its per-message options.
+class TaskCall:
+    """One call of a task to submit: its name, its keyword arguments and the per-message options.
 
-    ``Task("resize", {"path": p}, countdown=3600)``. The options never mix with the
-    task's own keyword arguments, which stay in ``kwargs``:
+    ``TaskCall("resize", {"path": p}, countdown=3600)``. The options never mix with the
+    task's own keyword arguments, which stay in ``kwargs``. (Named apart from ``@task``, which
+    declares a task a worker runs; ``Task``, its old name, is a deprecated alias.)
 
     :param delay_seconds: hide the message this long first (0-900, SQS's native delay)
     :param countdown: run no earlier than this many seconds from now (any length; see :mod:`sqsmaster.delays`)
@@ -50,13 +52,13 @@ class Task:
             object.__setattr__(self, attribute, value)
 
 
-def as_task(item: Any, index: int) -> Task:
-    """A :class:`Task` from a ``Task`` or a ``(name, kwargs)`` pair; ``index`` names the item in errors."""
-    if isinstance(item, Task):
+def as_task(item: Any, index: int) -> TaskCall:
+    """A :class:`TaskCall` from a ``TaskCall`` or a ``(name, kwargs)`` pair; ``index`` names the item in errors."""
+    if isinstance(item, TaskCall):
         return item
     if isinstance(item, (tuple, list)) and len(item) == 2 and isinstance(item[1], dict):
-        return Task(item[0], item[1])
-    raise ConfigurationError(f"task #{index} must be a Task or a (name, kwargs) pair, not {item!r:.100}")
+        return TaskCall(item[0], item[1])
+    raise ConfigurationError(f"task #{index} must be a TaskCall or a (name, kwargs) pair, not {item!r:.100}")
 
 
 def sender_attributes(sender_name: str | None, url: str) -> dict[str, dict[str, str]]:
@@ -121,3 +123,11 @@ def copy_entry(message: Any, entry_id: str = "0", *, delay_seconds: int = 0) -> 
     body = getattr(message, "sent_body", None) or message.body
     return SendEntry(body, attributes, delay_seconds=delay_seconds, group_id=group,
                      deduplication_id=message.message_id if group else None, id=entry_id)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Task":
+        warnings.warn("sqsmaster.Task is deprecated (removed in 0.2): use sqsmaster.TaskCall, the same class",
+                      DeprecationWarning, stacklevel=2)
+        return TaskCall
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

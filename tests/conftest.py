@@ -18,7 +18,7 @@ import boto3
 import pytest
 
 from sqsmaster import LocalQueue
-from sqsmaster.embedded import EmbeddedSQS
+from sqsmaster.ops.embedded import EmbeddedSQS
 
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")

@@ -14,7 +14,7 @@ import os
 import time
 
 from sqsmaster import MessageHandler, TaskManager
-from sqsmaster.jobs import JobLog, record_from_handler
+from sqsmaster.worker.jobs import JobLog, record_from_handler
 
 
 class Runner(MessageHandler):

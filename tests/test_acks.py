@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 
-from sqsmaster import LocalQueue, SendEntry
-from sqsmaster.acks import DeleteBatcher
+from sqsmaster import LocalQueue
+from sqsmaster.backends import SendEntry
+from sqsmaster.worker.deletes import DeleteBatcher
 
 
 class CountingQueue(LocalQueue):

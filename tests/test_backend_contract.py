@@ -14,7 +14,9 @@ from typing import Any, Callable
 
 import pytest
 
-from sqsmaster import LeaseLost, LocalQueue, QueueBackend, SendEntry, open_queue
+from sqsmaster import ConfigurationError, LeaseLost, LocalQueue, open_queue
+from sqsmaster.backends import QueueBackend, SendEntry, is_process_local
+from sqsmaster.errors import LEASE_LOST_CODES
 
 BACKENDS = ["mem", "sqlite", "fq", "sqs"]
 MOTO_ACCEPTS_STALE_HANDLES = "moto accepts any handle a message ever had; real SQS and our backends do not"
@@ -28,7 +30,7 @@ class Made:
 
     def other_consumer(self) -> QueueBackend:
         """Another handle on the same queue, as a second worker process would open it."""
-        return self.queue if self.kind == "mem" else open_queue(self.queue.url)
+        return self.queue if self.queue.process_local else open_queue(self.queue.url)
 
 
 @pytest.fixture(params=BACKENDS)
@@ -154,6 +156,25 @@ def test_a_made_up_receipt_handle_is_a_lost_lease(new_queue):
         made.queue.change_visibility("not-a-handle", 10)
 
 
+def test_a_batch_visibility_change_sets_each_lease_and_reports_a_lost_one_by_its_entry(new_queue):
+    # Given two leased messages (2 s leases) and a handle that holds nothing
+    made = new_queue()
+    other = made.other_consumer()
+    made.queue.send_batch([SendEntry(f"m{i}", id=str(i)) for i in range(2)])
+    messages = receive_all(made.queue, 2, visibility_timeout=2)
+    assert len({m.message_id for m in messages}) == 2
+    handles = [m.receipt_handle for m in messages]
+    # When one batch call extends both leases to 30 s and names the made-up handle last
+    failed = made.queue.change_visibility_batch([(handles[0], 30), (handles[1], 30), ("not-a-handle", 30)])
+    # Then only the made-up entry failed, with SQS's code for a lost lease, and both messages stay hidden
+    assert [(entry["Id"], entry["Code"] in LEASE_LOST_CODES) for entry in failed] == [("2", True)]
+    time.sleep(2.3)
+    assert other.receive(10) == []
+    # And a batch back to 0 makes both visible at once
+    assert made.queue.change_visibility_batch([(handle, 0) for handle in handles]) == []
+    assert len(receive_all(other, 2)) == 2
+
+
 def test_the_handle_of_an_earlier_receive_cannot_extend_the_lease(new_queue):
     if new_queue.kind == "sqs":
         pytest.skip(MOTO_ACCEPTS_STALE_HANDLES)
@@ -244,6 +265,24 @@ def test_a_message_received_max_receive_count_times_moves_to_the_dead_letter_que
     assert counts(made.queue) == (0, 0, 0)
 
 
+def test_a_receive_that_moves_a_message_to_the_dead_letter_queue_hands_out_the_others_once(new_queue):
+    # Given a queue that redrives after 1 receive, a message received once and visible again, and three
+    # good messages behind it
+    made = new_queue(max_receive_count=1)
+    made.queue.send(SendEntry("poison"))
+    [poison] = made.queue.receive(1, wait_time=1, visibility_timeout=0)
+    for index in range(3):
+        made.queue.send(SendEntry(f"good{index}"))
+    # When one receive meets the poison message (moved on) and the good ones
+    batch = receive_all(made.queue, 3)
+    # Then each good message is handed out once, with one receipt
+    assert sorted(message.body for message in batch) == ["good0", "good1", "good2"]
+    assert len({message.message_id for message in batch}) == 3
+    assert made.dead_letter is not None
+    [dead] = made.dead_letter.receive(1, wait_time=1)
+    assert dead.message_id == poison.message_id
+
+
 def test_competing_consumers_never_get_the_same_message(new_queue):
     # Given 40 messages and four consumers (each with its own handle on the queue) receiving at once
     made = new_queue(visibility_timeout=30)
@@ -264,3 +303,30 @@ def test_competing_consumers_never_get_the_same_message(new_queue):
         thread.join(30)
     # Then each message went to exactly one of them
     assert sorted(received) == sorted(f"m{i}" for i in range(40))
+
+
+def test_the_backend_declares_what_it_can_do_and_its_twins_work_on_the_same_queue(new_queue):
+    # Given a queue of each backend
+    made = new_queue(visibility_timeout=30)
+    queue = made.queue
+    # Then it says whether it lives in this process only (mem://), before and after it is opened, and none is FIFO
+    assert queue.process_local is (made.kind == "mem")
+    assert is_process_local(queue.url) is queue.process_local
+    assert queue.fifo is False
+    # When a message is sent through the queue and received through its polling twin
+    queue.send(SendEntry('{"n": 1}'))
+    received = receive_all(queue.polling_twin(4), 1)
+    # Then the twin got it, the heartbeat twin can extend its lease, and the queue itself deletes it
+    assert [m.body for m in received] == ['{"n": 1}']
+    queue.heartbeat_queue(2).change_visibility(received[0].receipt_handle, 60)
+    queue.delete(received[0].receipt_handle)
+    assert counts(queue) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("url", ["mem://given-a-client", "sqlite:///tmp/never.db?queue=q", "fq:///tmp/never-made"])
+def test_a_boto3_client_given_to_a_queue_that_cannot_use_it_is_an_error(url):
+    # When a local queue is opened with client= (it has no use for a boto3 SQS client)
+    with pytest.raises(ConfigurationError) as raised:
+        open_queue(url, client=object())
+    # Then the error names the argument and the queue, instead of ignoring the client
+    assert "client=" in str(raised.value) and url in str(raised.value)

@@ -8,8 +8,8 @@ import tempfile
 import time
 
 from sqsmaster.cli import main
-from sqsmaster.demo import run_demo
-from sqsmaster.jobs import JobLog
+from sqsmaster.ops.demo import run_demo
+from sqsmaster.worker.jobs import JobLog
 
 
 def test_help_lists_the_commands(capsys):

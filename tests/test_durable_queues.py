@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from sqsmaster import ConfigurationError, LeaseLost, TaskManager, open_queue
-from sqsmaster.jobs import JobLog
 from sqsmaster.producer import build_entry
+from sqsmaster.worker.jobs import JobLog
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -9,7 +9,7 @@ from typing import Any
 import boto3
 import pytest
 
-from sqsmaster import MessageHandler, Task, TaskManager, delays
+from sqsmaster import MessageHandler, TaskCall, TaskManager, delays
 
 from .conftest import queue_counts
 
@@ -47,7 +47,7 @@ def test_fifo_keeps_each_groups_order_when_a_message_in_the_middle_fails(make_qu
     # Given two groups of five tasks on a FIFO queue, and A3 failing on its first attempt
     url = make_queue(fifo=True)
     tm = TaskManager(url)
-    tasks = [Task("step", {"name": f"{group}{n}"}, group_id=group) for n in range(1, 6) for group in "AB"]
+    tasks = [TaskCall("step", {"name": f"{group}{n}"}, group_id=group) for n in range(1, 6) for group in "AB"]
     assert tm.submit_many(tasks) == 10
     Recorder.fail_once = {"A3"}
 
@@ -68,8 +68,8 @@ def test_group_id_defaults_to_the_task_name_and_deduplication_id_makes_unique_ta
 
     # When the same unique task is submitted twice, and two plain tasks without ids
     key = uuid.uuid4().hex
-    tm.submit(Task("report", {"name": "r"}, deduplication_id=key))
-    tm.submit(Task("report", {"name": "r"}, deduplication_id=key))
+    tm.submit(TaskCall("report", {"name": "r"}, deduplication_id=key))
+    tm.submit(TaskCall("report", {"name": "r"}, deduplication_id=key))
     tm.submit("plain", name="p")
     tm.submit("plain", name="p")
 
@@ -93,8 +93,8 @@ def test_a_30_minute_countdown_is_not_run_early_and_the_consumer_does_not_spin(m
     url = make_queue()
     tm = TaskManager(url)
     start = time.monotonic()
-    tm.submit(Task("later", {"name": "in 30 minutes"}, countdown=30 * 60))
-    tm.submit(Task("soon", {"name": "in 3 s"}, countdown=3))
+    tm.submit(TaskCall("later", {"name": "in 30 minutes"}, countdown=30 * 60))
+    tm.submit(TaskCall("soon", {"name": "in 3 s"}, countdown=3))
     receives: list[float] = []
     tm.queue.client.meta.events.register("before-call.sqs.ReceiveMessage",
                                          lambda **_: receives.append(time.monotonic()))
@@ -118,7 +118,7 @@ def test_eta_past_the_native_delay_runs_when_due(make_queue, short_hops):
     url = make_queue()
     tm = TaskManager(url)
     eta = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=2.5)
-    tm.submit(Task("at", {"name": "eta"}, eta=eta))
+    tm.submit(TaskCall("at", {"name": "eta"}, eta=eta))
     for _task, _kwargs, message in tm.task_generator(wait_time=1, sqs_timeout=10):
         assert datetime.datetime.now(datetime.timezone.utc) >= eta
         message.delete()

@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from sqsmaster import LeaseLost, LocalQueue, MessageHandler, SendEntry, TaskManager
+from sqsmaster import LeaseLost, LocalQueue, MessageHandler, TaskManager
+from sqsmaster.backends import SendEntry
 
 
 class FakeClock:

@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from sqsmaster import LocalQueue, MalformedMessage, SendEntry, Task, TaskManager, delays, encoding
+from sqsmaster import LocalQueue, MalformedMessage, TaskCall, TaskManager, delays, encoding
+from sqsmaster.backends import SendEntry
 from sqsmaster.delays import DUE_ATTRIBUTE, due_attribute, plan_wait
 from sqsmaster.encoding import MAX_NESTING_DEPTH, decode_task
 from sqsmaster.payloads import POINTER_CLASS, SIZE_ATTRIBUTE
@@ -197,7 +198,7 @@ def test_task_generator_waits_out_a_due_time_by_resending_without_raising_the_re
     monkeypatch.setattr(delays, "MAX_NATIVE_DELAY", 2)
     url = make_queue(dead_letter=True, max_receive_count=2)
     tm = TaskManager(url)
-    tm.submit(Task("soon", {}, countdown=2.5))
+    tm.submit(TaskCall("soon", {}, countdown=2.5))
     started = time.monotonic()
 
     # When a consumer runs it

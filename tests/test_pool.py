@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sqsmaster.pool import describe_exit, restart_delay
+from sqsmaster.worker.pool import describe_exit, restart_delay
 
 from .conftest import queue_counts
 from .workerkit import ends, records, starts, submit, wait_for, worker_factory
@@ -166,7 +166,7 @@ def test_a_pool_on_a_missing_queue_exits_3(sqs_server, worker):
 def test_a_worker_process_stuck_in_c_code_is_killed_grace_plus_the_pool_margin_after_sigterm(
         make_queue, sqs_client, worker):
     # Given a pool whose task sits in one C call holding the GIL (its worker process can run no Python)
-    from sqsmaster.shutdown import POOL_KILL_MARGIN
+    from sqsmaster.worker.shutdown import POOL_KILL_MARGIN
 
     url = make_queue(visibility_timeout=60)
     stuck = submit(sqs_client, url, "gil_sleep", id="c", seconds=120)

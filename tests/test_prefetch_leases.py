@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 from sqsmaster import LocalQueue, MessageHandler, open_queue
 from sqsmaster.backends import SendEntry
-from sqsmaster.receiver import PendingLeases
+from sqsmaster.worker.receiving import PendingLeases
 
 from .workerkit import wait_for
 

@@ -374,7 +374,7 @@ def test_a_second_ctrl_c_during_the_kill_grace_leaves_no_task_process_and_no_ope
 
 
 def test_a_second_shutdown_signal_during_the_kill_grace_leaves_no_task_process(tmp_path):
-    from sqsmaster.alarms import ShutdownSignals, WorkerShutdown
+    from sqsmaster.worker.signals import ShutdownSignals, WorkerShutdown
 
     # Given the worker's signal handling around a task that ignores SIGTERM, past its hard timeout
     handler, _ = run_stubborn(tmp_path, "second-sigterm")

@@ -23,6 +23,26 @@ def test_the_readme_renders_without_a_warning():
     docutils.core.publish_string(README.read_text(), writer="null", settings_overrides={"halt_level": 2})
 
 
+def test_the_package_map_names_every_room_and_only_modules_that_exist():
+    # Given the map in README's "Development" section
+    package = README.parent / "sqsmaster"
+    block = README.read_text().split("Where things live", 1)[1].split("::\n\n", 1)[1]
+    rows = [line.split(None, 1) for line in block.splitlines()[:20] if line.startswith("    ") and "/" in line]
+    rooms = {room.rstrip("/"): text for room, text in rows}
+    # Then every subpackage has its line, and every line is a subpackage (or the core)
+    subpackages = {path.parent.name for path in package.glob("*/__init__.py")}
+    assert set(rooms) == subpackages | {"sqsmaster"}
+    # And every line names exactly the modules of its room (cli/ names none: one module per subcommand)
+    for room, text in rooms.items():
+        folder = package if room == "sqsmaster" else package / room
+        named = [name.strip() for name in text.split(":", 1)[1].split(",")] if ":" in text else []
+        missing = [name for name in named if not (folder / f"{name}.py").exists()]
+        assert not missing, f"README's map names {missing} in {room}/, which has no such module"
+        # and names every module there is, so a new module gets its place on the map
+        unnamed = sorted({path.stem for path in folder.glob("*.py")} - set(named) - {"__init__", "__main__"})
+        assert not named or not unnamed, f"README's map does not name {unnamed} in {room}/"
+
+
 def source_headings(text: str) -> list[tuple[str, str]]:
     """``(title, underline character)`` of every line the source underlines as a heading."""
     lines = text.splitlines()
@@ -52,8 +72,8 @@ def test_every_heading_is_rendered_as_a_section_and_every_top_level_one_is_in_th
 
 
 def test_the_moto_snippet_creates_its_queues_with_no_aws_configuration(sqs_server, monkeypatch, tmp_path, capsys):
-    from sqsmaster.admin import queue_status
     from sqsmaster.cli import main
+    from sqsmaster.ops.admin import queue_status
 
     # Given no region and no credentials configured (a fresh machine)
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_REGION",

@@ -16,7 +16,7 @@ from sqsmaster import (
     linear,
     load_tasks,
 )
-from sqsmaster.retry import plan_failure
+from sqsmaster.worker.retry import plan_failure
 
 
 def test_policies_give_tasktigers_delays():

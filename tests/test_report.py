@@ -10,7 +10,7 @@ import pytest
 
 from sqsmaster import TaskManager
 from sqsmaster.cli import main
-from sqsmaster.jobs import JobLog
+from sqsmaster.worker.jobs import JobLog
 
 from .test_durable_queues import start_consumer
 
@@ -75,8 +75,8 @@ def test_a_missing_job_log_is_a_usage_error_in_one_line(tmp_path, capsys):
 def test_the_timeline_draws_a_dead_lettered_attempt_of_0_s_in_its_own_colour(tmp_path):
     from matplotlib.image import imread
 
-    from sqsmaster.jobs import JobRecord
-    from sqsmaster.report import OUTCOME_COLOURS, WAIT_COLOUR, draw_timeline
+    from sqsmaster.ops.report import OUTCOME_COLOURS, WAIT_COLOUR, draw_timeline
+    from sqsmaster.worker.jobs import JobRecord
 
     # Given a 20 s task, and a message dead-lettered by an attempt of 0 s at its start, after a 10 s wait
     def record(task: str, started: float, ended: float, outcome: str) -> JobRecord:

@@ -21,7 +21,7 @@ from sqsmaster import (
     MessageTooLarge,
     QueueDoesNotExist,
     SubmitFailed,
-    Task,
+    TaskCall,
     TaskManager,
 )
 from sqsmaster.cli import main
@@ -130,7 +130,7 @@ def test_parallel_processes_split_a_sliceable_list(make_queue, sqs_server):
     url = make_queue(visibility_timeout=120)
     client = boto3.client("sqs", endpoint_url=sqs_server.endpoint, region_name="us-east-1")
     with ShallowConsumers(client, url) as consumers:
-        sent = TaskManager(url).submit_many([Task("count", {"i": i}) for i in range(300)], parallel=2)
+        sent = TaskManager(url).submit_many([TaskCall("count", {"i": i}) for i in range(300)], parallel=2)
         seen = consumers.wait_for(300)
     assert sent == 300
     assert set(seen) == set(range(300)) and {len(ids) for ids in seen.values()} == {1}
@@ -226,12 +226,12 @@ def test_over_the_limit_without_a_bucket_sends_nothing(make_queue, sqs_client):
 
 
 def test_submit_keeps_kwargs_named_like_options_and_takes_options_through_task():
-    # Given kwargs that share the options' names, and a Task with a real delay
+    # Given kwargs that share the options' names, and a TaskCall with a real delay
     tm = TaskManager("mem://options")
     tm.submit("t", delay_seconds=5, countdown=60, group_id="g")
-    tm.submit(Task("later", {"x": 1}, delay_seconds=60))
+    tm.submit(TaskCall("later", {"x": 1}, delay_seconds=60))
 
-    # Then the kwargs reach the task untouched (and do not delay it); the Task's option delays it
+    # Then the kwargs reach the task untouched (and do not delay it); the TaskCall's option delays it
     queue = LocalQueue("mem://options")
     [message] = queue.receive(10)
     assert json.loads(message.body) == {"task": "t", "kwargs": {"delay_seconds": 5, "countdown": 60, "group_id": "g"}}
@@ -307,8 +307,8 @@ def test_submit_many_leaves_no_thread_behind_whether_it_succeeds_or_fails():
     assert set(threading.enumerate()) == before
 
 
-@pytest.mark.parametrize("form", [lambda blob: ("t", {"b": blob}), lambda blob: Task("t", {"b": blob})],
-                         ids=["pair", "Task"])
+@pytest.mark.parametrize("form", [lambda blob: ("t", {"b": blob}), lambda blob: TaskCall("t", {"b": blob})],
+                         ids=["pair", "TaskCall"])
 @pytest.mark.parametrize("char, width", [("x", 1), ("é", 6)], ids=["ascii", "non-ascii"])
 def test_a_message_at_the_limit_is_sent_and_one_character_more_is_refused(form, char, width):
     # Given the bytes a message carries besides its blob: the JSON around it and the sender attribute

@@ -97,6 +97,7 @@ def test_an_isolation_mode_that_does_not_exist_is_refused():
     ("https://sqs.us-gov-west-1.amazonaws.com/123/q", (None, "us-gov-west-1")),
     ("http://127.0.0.1:9324/000000000000/q", ("http://127.0.0.1:9324", None)),
     ("http://localhost:4566/000000000000/q", ("http://localhost:4566", None)),
+    ("sqlite:///tmp/q.db?queue=q", (None, None)),  # not SQS: no endpoint to derive (an S3 client's default)
 ])
 def test_endpoint_and_region_from_the_queue_url(url, expected, monkeypatch):
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)

@@ -9,8 +9,8 @@ from collections import Counter
 
 import pytest
 
-from sqsmaster import Registry, Task, TaskManager, Worker, delays
-from sqsmaster.jobs import JobLog
+from sqsmaster import Registry, TaskCall, TaskManager, Worker, delays
+from sqsmaster.worker.jobs import JobLog
 
 from .conftest import queue_counts
 from .workerkit import bodies, ends, starts, submit, worker_factory
@@ -119,7 +119,7 @@ def test_a_due_time_beyond_a_hold_costs_no_receive_with_max_receive_count_2(make
         runs.append((time.time(), "ran"))
 
     submitted = time.time()
-    TaskManager(url).submit(Task("later", {}, countdown=10))
+    TaskManager(url).submit(TaskCall("later", {}, countdown=10))
     attempts: list[int] = []
 
     # When a worker runs until it has run one task

@@ -15,8 +15,8 @@ import pytest
 from sqsmaster import open_queue
 from sqsmaster.backends import SendEntry
 from sqsmaster.delays import DUE_ATTRIBUTE
-from sqsmaster.jobs import JobLog
 from sqsmaster.payloads import POINTER_CLASS, SIZE_ATTRIBUTE
+from sqsmaster.worker.jobs import JobLog
 
 from .conftest import queue_counts
 from .workerkit import WorkerRun, ends, starts

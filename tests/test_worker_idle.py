@@ -16,8 +16,8 @@ from urllib.parse import urlsplit
 import pytest
 
 from sqsmaster import Registry, Worker, open_queue
-from sqsmaster.longpoll import IDLE_VISIBILITY, LongPoll
-from sqsmaster.receiver import receiving_twin
+from sqsmaster.worker.longpoll import IDLE_VISIBILITY, LongPoll
+from sqsmaster.worker.receiving import receiving_twin
 
 from .workerkit import WorkerRun, client_for, starts, submit, wait_for
 

@@ -11,7 +11,7 @@ import pytest
 
 from sqsmaster import MessageHandler, TaskManager, open_queue
 from sqsmaster.cli import main
-from sqsmaster.jobs import JobLog, record_from_handler
+from sqsmaster.worker.jobs import JobLog, record_from_handler
 
 from .workerkit import WorkerRun, ends, starts, wait_for
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 import time
 
-from sqsmaster.shutdown import SHUTDOWN_MARGIN
+from sqsmaster.worker.shutdown import SHUTDOWN_MARGIN
 
 from .conftest import queue_counts
 from .workerkit import WorkerRun, starts, submit, wait_for

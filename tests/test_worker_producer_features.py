@@ -8,7 +8,7 @@ import uuid
 import boto3
 import pytest
 
-from sqsmaster import Registry, Task, TaskManager, Worker, delays
+from sqsmaster import Registry, TaskCall, TaskManager, Worker, delays
 
 from .conftest import queue_counts
 
@@ -36,7 +36,7 @@ def registry(runs):
 def test_a_prefetching_worker_keeps_each_fifo_groups_order_when_one_fails(make_queue, registry, runs, sqs_client):
     # Given two FIFO groups of five, A3 failing on its first attempt
     url = make_queue(fifo=True)
-    TaskManager(url).submit_many(Task("step", {"name": f"{g}{n}"}, group_id=g) for n in range(1, 6) for g in "AB")
+    TaskManager(url).submit_many(TaskCall("step", {"name": f"{g}{n}"}, group_id=g) for n in range(1, 6) for g in "AB")
 
     # When a worker that receives ten at a time drains the queue
     assert Worker(url, registry, prefetch=9, sqs_timeout=10, wait_time=1, until_empty=True).run() == 0
@@ -53,7 +53,7 @@ def test_the_worker_does_not_run_a_countdown_early(make_queue, registry, runs, m
     monkeypatch.setattr(delays, "MAX_HOP", 1)
     url = make_queue()
     submitted = time.monotonic()
-    TaskManager(url).submit(Task("step", {"name": "soon"}, countdown=3))
+    TaskManager(url).submit(TaskCall("step", {"name": "soon"}, countdown=3))
 
     # When a worker runs one task
     assert Worker(url, registry, sqs_timeout=10, wait_time=1, max_tasks=1).run() == 0

@@ -164,3 +164,25 @@ def test_a_pool_replaces_a_killed_child_and_its_message_is_completed(make_queue,
     assert queue_counts(sqs_client, url) == (0, 0, 0)
     # And the pool's exit code says a worker process died (4), though the work got done
     assert code == 4, run.stderr
+
+
+def test_a_stop_forced_before_the_watcher_looks_is_still_logged(caplog):
+    # Given a pool child's signals, whose pool's parent counted two SIGTERMs before the child's watcher
+    # thread had its first look (a loaded machine: the worker can release everything and end first)
+    import ctypes
+    import multiprocessing
+    import signal as signals_module
+
+    from sqsmaster.worker.signals import ShutdownSignals
+
+    count, cause = multiprocessing.Value(ctypes.c_int, 2), multiprocessing.Value(ctypes.c_int, signals_module.SIGTERM)
+    caplog.set_level("WARNING", logger="sqsmaster.worker")
+
+    # When the worker ends at once
+    with ShutdownSignals(grace=60, stop_count=count, cause=cause):
+        pass
+
+    # Then the log still says what the operator did, in order
+    lines = [record.getMessage() for record in caplog.records]
+    assert [line.split(" (")[0] for line in lines] == ["SIGTERM to the pool received: stopping",
+                                                       "SIGTERM to the pool received again: releasing everything now"]

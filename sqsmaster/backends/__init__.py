@@ -10,14 +10,36 @@ from ..errors import ConfigurationError
 from .base import Message, QueueBackend, SendEntry
 from .memory import LocalQueue
 
-__all__ = ["Message", "QueueBackend", "SendEntry", "LocalQueue", "open_queue", "register_scheme"]
+__all__ = ["Message", "QueueBackend", "SendEntry", "LocalQueue", "open_queue", "register_scheme",
+           "is_process_local", "open_bounded_queue"]
 
 _SCHEMES: dict[str, Callable[..., QueueBackend]] = {}
+_PROCESS_LOCAL: set[str] = set()
 
 
-def register_scheme(scheme: str, factory: Callable[..., QueueBackend]) -> None:
-    """Make ``open_queue`` build ``factory(url, client=..., create=...)`` for URLs of ``scheme``."""
+def register_scheme(scheme: str, factory: Callable[..., QueueBackend], *, process_local: bool = False) -> None:
+    """Make ``open_queue`` build ``factory(url, client=..., create=...)`` for URLs of ``scheme``.
+
+    ``process_local``: queues of this scheme live inside one process (their ``process_local``
+    capability), so :func:`is_process_local` can tell before any queue is opened.
+    """
     _SCHEMES[scheme] = factory
+    if process_local:
+        _PROCESS_LOCAL.add(scheme)
+    else:
+        _PROCESS_LOCAL.discard(scheme)
+
+
+def is_process_local(url: str) -> bool:
+    """True if a queue at ``url`` lives inside the process that opens it (``mem://``): another process
+    (a worker, a parallel submitter) opening the same URL would see another, empty queue."""
+    return urlsplit(url).scheme in _PROCESS_LOCAL
+
+
+def _no_client(url: str, client: Any) -> None:
+    if client is not None:
+        raise ConfigurationError(f"client= is a boto3 SQS client, and the queue {url!r} does not use one "
+                                 "(only http(s):// SQS queue URLs do)")
 
 
 def _sqs(url: str, client: Any = None, create: bool = True) -> QueueBackend:
@@ -27,21 +49,24 @@ def _sqs(url: str, client: Any = None, create: bool = True) -> QueueBackend:
 
 
 def _memory(url: str, client: Any = None, create: bool = True) -> QueueBackend:
+    _no_client(url, client)
     return LocalQueue(url)
 
 
 register_scheme("http", _sqs)
 register_scheme("https", _sqs)
-register_scheme("mem", _memory)
+register_scheme("mem", _memory, process_local=True)
 
 
 def _sqlite(url: str, client: Any = None, create: bool = True) -> QueueBackend:
+    _no_client(url, client)
     from .sqlite import SqliteQueue
 
     return SqliteQueue(url, create=create)
 
 
 def _file_queue(url: str, client: Any = None, create: bool = True) -> QueueBackend:
+    _no_client(url, client)
     from .fq import FileQueue
 
     return FileQueue(url, create=create)
@@ -59,6 +84,9 @@ def open_queue(url: str, *, client: Any = None, queue_constructor: Callable[[str
     (True, a producer's first use); False makes it raise QueueDoesNotExist like every other
     call on a missing queue (receives, attributes, purge never create one). SQS queues are
     created with your AWS tooling (or ``sqsmaster create``); ``mem://`` queues always exist.
+
+    ``client`` (a boto3 SQS client) is for SQS queue URLs; given with a queue that cannot use
+    it, ConfigurationError names the problem rather than ignoring the client.
     """
     if not isinstance(url, str) or not url:
         raise ConfigurationError(f"queue URL must be a non-empty string, not {url!r}")
@@ -95,3 +123,16 @@ def check_url(url: str) -> None:
         from .fq import parse_fq_url
 
         parse_fq_url(url)
+
+
+def open_bounded_queue(url: str, call_timeout: float,
+                       queue_constructor: Callable[[str], Any] | None = None) -> tuple[QueueBackend, Any]:
+    """The queue at ``url`` with calls that fail within ``call_timeout`` seconds (plus the connect
+    timeout), tried once, and the client made for that, which the caller closes (None: nothing to close).
+    Queues with nothing to wait on, and those of ``queue_constructor``, are opened as they are."""
+    if queue_constructor is None and urlsplit(url).scheme in ("http", "https"):
+        from .sqs import make_client
+
+        client = make_client(url, read_timeout=call_timeout, max_attempts=1)
+        return open_queue(url, client=client), client
+    return open_queue(url, queue_constructor=queue_constructor), None

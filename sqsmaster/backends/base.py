@@ -108,9 +108,18 @@ class QueueBackend:
     :class:`~sqsmaster.errors.LeaseLost`; a missing queue raises
     :class:`~sqsmaster.errors.QueueDoesNotExist`; any other failure of the
     queue raises :class:`~sqsmaster.errors.QueueError`.
+
+    Capabilities: code outside ``backends/`` asks these, never a backend's type or
+    its URL's scheme. ``process_local``: the queue lives inside this process (another
+    process opening the same URL sees another, empty queue). ``fifo``: messages of a
+    group are delivered in order, one at a time, and sends need a group id.
+    :meth:`polling_twin` and :meth:`heartbeat_queue` give the handles a receiving
+    thread and a heartbeat thread use.
     """
 
     url: str
+    process_local: bool = False
+    fifo: bool = False
 
     def send(self, entry: SendEntry) -> dict[str, Any]:
         """Send one message. Returns at least ``{"MessageId": ...}``. Not idempotent."""
@@ -173,6 +182,12 @@ class QueueBackend:
     def purge(self) -> None:
         """Delete every message in the queue."""
         raise NotImplementedError
+
+    def polling_twin(self, read_timeout: float) -> "QueueBackend":
+        """A handle on this queue to receive through, whose every call fails within ``read_timeout``
+        seconds and is tried once, so an unreachable endpoint shows fast and the caller's backoff takes
+        over. Local queues with nothing to wait on answer with themselves."""
+        return self
 
     def heartbeat_queue(self, timeout: float | None = None) -> "QueueBackend":
         """A handle on this queue for another thread: a client (or connection) of its own.

@@ -24,7 +24,6 @@ import random
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from ..errors import ConfigurationError, LeaseLost, QueueError
@@ -91,7 +90,7 @@ class FileQueue(DurableQueue):
     does not exist raises QueueDoesNotExist (see :mod:`sqsmaster.backends.durable`).
     """
 
-    def __init__(self, url: str, client: Any = None, *, create: bool = True) -> None:
+    def __init__(self, url: str, *, create: bool = True) -> None:
         self.url = url
         self.create_on_send = create
         directory, params = parse_fq_url(url)

@@ -21,7 +21,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
-from ..errors import ConfigurationError, LeaseLost
+from ..errors import LeaseLost
 from ..limits import MAX_VISIBILITY_TIMEOUT
 from .base import Message, QueueBackend, SendEntry
 
@@ -86,6 +86,7 @@ class LocalQueue(QueueBackend):
     its ``arn``). ``clock`` (monotonic seconds) can be injected for tests.
     """
 
+    process_local = True
     _registry: ClassVar[dict[tuple[type, str], "LocalQueue"]] = {}
     _registry_lock: ClassVar[threading.Lock] = threading.Lock()
     #: The queues of this class by URL (sqstaskmaster's name); ``LocalQueue.local_queues.clear()`` = ``reset()``.
@@ -225,18 +226,6 @@ class LocalQueue(QueueBackend):
                 policy["deadLetterTargetUrl"] = target.url
             attributes["RedrivePolicy"] = json.dumps(policy)
         return attributes
-
-    def set_attributes(self, attributes: dict[str, str]) -> None:
-        """Set queue attributes by their SQS names (VisibilityTimeout, DelaySeconds, RedrivePolicy)."""
-        for name, value in attributes.items():
-            if name == "VisibilityTimeout":
-                self.visibility_timeout = int(value)
-            elif name == "DelaySeconds":
-                self.delay_seconds = int(value)
-            elif name == "RedrivePolicy":
-                self.redrive_policy = json.loads(value) if isinstance(value, str) else dict(value)
-            else:
-                raise ConfigurationError(f"LocalQueue does not support the attribute {name!r}")
 
     def purge(self) -> None:
         with self._condition:

@@ -85,7 +85,7 @@ def check_same(url: str, stored: QueueOptions, wanted: QueueOptions, given: set[
         if getattr(stored, name) != getattr(wanted, name):
             raise ConfigurationError(
                 f"queue {url} already exists with {name}={getattr(stored, name)!r}, not {getattr(wanted, name)!r}; "
-                "options apply when a queue is created (use set_attributes, or a new queue)")
+                "options apply when a queue is created (use a new queue)")
 
 
 def queue_attributes(arn: str, visible: int, in_flight: int, delayed: int, options: QueueOptions,

@@ -93,7 +93,7 @@ class SqliteQueue(DurableQueue):
     but an OS crash can corrupt the file.
     """
 
-    def __init__(self, url: str, client: Any = None, *, create: bool = True) -> None:
+    def __init__(self, url: str, *, create: bool = True) -> None:
         self.url = url
         self.create_on_send = create
         self.path, self.name, params = parse_sqlite_url(url)
@@ -228,9 +228,12 @@ class SqliteQueue(DurableQueue):
         leased: list[tuple[Any, ...]] = []
         with self._transaction() as db:
             while len(leased) < max_messages:
+                # Rows taken by an earlier pass of this loop are still visible until the UPDATE below: skip
+                # them, or a message would be leased twice in one receive (and its task run twice).
+                taken = [row[0] for row in leased]
                 rows = db.execute(f"SELECT {_COLUMNS} FROM messages WHERE queue = ? AND visible_at <= ? "
-                                  "ORDER BY visible_at, seq LIMIT ?",
-                                  (self.name, now, max_messages - len(leased))).fetchall()
+                                  f"AND seq NOT IN ({', '.join('?' * len(taken))}) ORDER BY visible_at, seq LIMIT ?",
+                                  (self.name, now, *taken, max_messages - len(leased))).fetchall()
                 if not rows:
                     break
                 dead = [row for row in rows if self._must_redrive(row[6])]

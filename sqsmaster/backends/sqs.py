@@ -27,9 +27,12 @@ def endpoint_and_region(url: str) -> tuple[str | None, str | None]:
     An AWS host (``sqs.eu-west-1.amazonaws.com``) gives its region and leaves the
     endpoint to boto3 (which honours ``AWS_ENDPOINT_URL``/``AWS_ENDPOINT_URL_SQS``).
     Any other host (``http://127.0.0.1:5000/...``, ElasticMQ, LocalStack) is itself
-    the endpoint, unless an endpoint is configured in the environment.
+    the endpoint, unless an endpoint is configured in the environment. A URL that is not an
+    SQS queue URL (``mem://``, ``sqlite://``...) gives ``(None, None)``: nothing to say.
     """
     parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        return None, None
     host = parts.hostname or ""
     match = _AWS_HOST.match(host)
     if match:
@@ -170,6 +173,11 @@ class SqsQueue(QueueBackend):
         self._twin_lock = threading.Lock()
 
     @property
+    def fifo(self) -> bool:  # type: ignore[override]
+        """A FIFO queue: SQS names end in ``.fifo``."""
+        return self.url.rstrip("/").endswith(".fifo")
+
+    @property
     def max_connections(self) -> int:
         """Connections the client's pool keeps: more requests at once would each open a new one."""
         return int(self.client.meta.config.max_pool_connections)
@@ -248,6 +256,9 @@ class SqsQueue(QueueBackend):
 
     def purge(self) -> None:
         self._call("purge_queue")
+
+    def polling_twin(self, read_timeout: float) -> "SqsQueue":
+        return SqsQueue(self.url, make_client(self.url, read_timeout=read_timeout, max_attempts=1, twin=True))
 
     def create(self, visibility_timeout: int | None = None, max_receive_count: int | None = None) -> str:
         """CreateQueue for the name in this URL, on its endpoint; idempotent, as SQS's is. Returns the URL SQS gives.

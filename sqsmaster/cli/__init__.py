@@ -7,7 +7,7 @@ second purge within 60 s, or some messages could not be moved); 2 bad usage or
 configuration (a bad option, a tasks module that does not import, no AWS credentials,
 credentials SQS refuses); 3 a queue does not exist or cannot be reached. ``sqsmaster
 worker`` adds 4 (a worker process of a pool died) and 5 (a shutdown could not make every
-delete or release in time): see :data:`sqsmaster.loop.EXIT_CODES`.
+delete or release in time): see :data:`sqsmaster.worker.loop.EXIT_CODES`.
 """
 
 from __future__ import annotations

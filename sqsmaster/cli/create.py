@@ -29,7 +29,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..admin import create_queue
+    from ..ops.admin import create_queue
 
     created = create_queue(args.url, visibility_timeout=args.visibility_timeout,
                            max_receive_count=args.max_receive_count)

@@ -23,6 +23,6 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..demo import run_demo
+    from ..ops.demo import run_demo
 
     return run_demo(sqs=args.sqs, out_dir=args.out)

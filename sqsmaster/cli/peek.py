@@ -21,7 +21,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..admin import peek
+    from ..ops.admin import peek
 
     messages = peek(args.url, args.n, force=args.force)
     print(f"note: peeking raised the receive count of {len(messages)} message(s)", file=sys.stderr)

@@ -16,7 +16,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..admin import purge
+    from ..ops.admin import purge
 
     purge(args.url)
     print(f"purged {args.url}")

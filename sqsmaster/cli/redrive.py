@@ -24,7 +24,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..admin import redrive_queue
+    from ..ops.admin import redrive_queue
 
     result = redrive_queue(args.dlq_url, args.to, args.n)
     print(f"moved {result.moved} message(s) from {args.dlq_url} to {args.to}")

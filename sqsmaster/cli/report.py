@@ -24,8 +24,8 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..jobs import JobLog
-    from ..report import draw_timeline, format_summary, write_csv
+    from ..ops.report import draw_timeline, format_summary, write_csv
+    from ..worker.jobs import JobLog
 
     skipped: list[tuple[int, str]] = []
     try:

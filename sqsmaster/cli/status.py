@@ -16,7 +16,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..admin import queue_status
+    from ..ops.admin import queue_status
 
     status = queue_status(args.url)
     print(f"queue      {status.url}")

@@ -9,7 +9,7 @@ import sys
 from typing import IO, Any, Iterator
 
 from ..errors import ConfigurationError, SubmitFailed
-from ..producer import Task
+from ..producer import TaskCall
 from . import exit_code
 
 _OPTIONS = ("delay_seconds", "countdown", "group_id", "deduplication_id")
@@ -31,14 +31,14 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def read_tasks(stream: IO[str], name: str) -> Iterator[Task]:
+def read_tasks(stream: IO[str], name: str) -> Iterator[TaskCall]:
     """Parse lines lazily into Tasks; a malformed line raises ConfigurationError naming ``name:line``."""
     for number, line in enumerate(stream, start=1):
         if line.strip():
             yield parse_line(line, f"{name}:{number}")
 
 
-def parse_line(line: str, where: str) -> Task:
+def parse_line(line: str, where: str) -> TaskCall:
     try:
         content = json.loads(line)
     except json.JSONDecodeError as exc:
@@ -53,7 +53,7 @@ def parse_line(line: str, where: str) -> Task:
     try:
         if "eta" in content:
             options["eta"] = datetime.datetime.fromisoformat(content["eta"])
-        return Task(content["task"], kwargs, **options)
+        return TaskCall(content["task"], kwargs, **options)
     except (TypeError, ValueError) as exc:
         raise ConfigurationError(f"{where}: {exc}") from None
 

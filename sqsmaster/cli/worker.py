@@ -15,6 +15,7 @@ import sys
 import textwrap
 from typing import Any, Callable
 
+from ..backends import is_process_local
 from ..limits import MAX_RECEIVE_MESSAGES, MAX_VISIBILITY_TIMEOUT, MAX_WAIT_TIME
 from ..supervise import DEFAULT_HARD_TIMEOUT, isolation_modes
 from . import UsageError, log_level
@@ -92,8 +93,8 @@ DEFAULTS: dict[str, Any] = {"tasks": [], "queue": [], "concurrency": 1, "isolati
 
 
 def _epilog() -> str:
-    from ..loop import EXIT_CODES
-    from ..shutdown import POOL_KILL_MARGIN, SHUTDOWN_MARGIN
+    from ..worker.loop import EXIT_CODES
+    from ..worker.shutdown import POOL_KILL_MARGIN, SHUTDOWN_MARGIN
 
     codes = "\n".join(textwrap.fill(meaning, 78, initial_indent=f"  {code}  ", subsequent_indent="     ")
                       for code, meaning in sorted(EXIT_CODES.items()))
@@ -175,7 +176,7 @@ def settings(args: argparse.Namespace, environ: Any = os.environ) -> argparse.Na
         raise UsageError(f"sqsmaster worker: error: SQSMASTER_LOG_FORMAT={args.log_format!r}: must be text or json")
     _check_heartbeat(args)
     for url in [args.url, *args.queue]:
-        if url.startswith("mem://"):
+        if is_process_local(url):
             raise UsageError(
                 f"sqsmaster worker: error: {url}: a mem:// queue lives inside one process, so a worker process would "
                 "only ever see it empty; use a durable local queue shared by processes: sqlite:///PATH?queue=NAME "
@@ -208,8 +209,8 @@ def _check_heartbeat(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..worker import Worker
-    from ..worklog import configure_logging
+    from ..worker.facade import Worker
+    from ..worker.worklog import configure_logging
 
     args = settings(args)
     configure_logging(args.log_format, log_level(args, default=20))

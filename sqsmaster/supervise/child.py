@@ -160,9 +160,6 @@ class ChildProcess:
         self._eof = False
         self._pidfd = _pidfd_open(pid)
 
-    def alive(self) -> bool:
-        return self.status is None
-
     def wait(self, timeout: float, wake_fd: int = -1) -> bool:
         """Wait up to ``timeout`` seconds for the child to exit (reading its result meanwhile).
 

@@ -27,8 +27,16 @@ from ..errors import (
     TaskAbandoned,
     TaskStuck,
 )
-from ..lease import RELEASE_TIMEOUT, Lease, default_backoff, message_id_of, notify_context, receive_count
+from ..lease import (
+    RELEASE_TIMEOUT,
+    Lease,
+    default_backoff,
+    message_id_of,
+    notify_context,
+    receive_count,
+)
 from ..limits import MAX_VISIBILITY_TIMEOUT, check_range, check_seconds
+from ..outcomes import Outcome
 from . import process  # noqa: F401  (registers isolation "process")
 from .heartbeat import Heartbeat
 from .policy import ON_LEASE_LOST, HeartbeatPolicy, heartbeat_call_timeout
@@ -147,7 +155,7 @@ class MessageHandler:
     def acknowledge(self) -> None:
         """Delete the message after the task succeeded; raise if the delete failed.
 
-        Override to defer the delete (the worker batches them, see :mod:`sqsmaster.acks`).
+        Override to defer the delete (the worker batches them, see :mod:`sqsmaster.worker.deletes`).
         """
         assert self._lease is not None, "acknowledge() outside the with block"
         self._lease.delete()
@@ -229,12 +237,12 @@ class MessageHandler:
         self.runtime = self._policy.elapsed()
         error = self._ending_error(exc)
         if error is None:
-            self.outcome = "succeeded"
+            self.outcome = Outcome.SUCCEEDED
             self._acknowledge()
             return False
         self.exception = error
         if not isinstance(error, (Exception, HandlerInterrupt)):
-            self.outcome = "interrupted"
+            self.outcome = Outcome.INTERRUPTED
             self._notify_safely(error)
             logger.warning("message %s: %s during the task; released for another worker",
                            self.message_id, type(error).__name__)
@@ -242,9 +250,9 @@ class MessageHandler:
             if error is not exc:  # a Ctrl-C that an interrupt overtook on its way out: the Ctrl-C goes on
                 raise error
             return False
-        self.outcome = ("timed out" if isinstance(error, HardTimeoutExceeded)
-                        else "stuck" if isinstance(error, TaskStuck)
-                        else "lease lost" if isinstance(error, TaskAbandoned) else "failed")
+        self.outcome = (Outcome.TIMED_OUT if isinstance(error, HardTimeoutExceeded)
+                        else Outcome.STUCK if isinstance(error, TaskStuck)
+                        else Outcome.LEASE_LOST if isinstance(error, TaskAbandoned) else Outcome.FAILED)
         self._report(error)
         delay = self.backoff(receive_count(self._message))
         if self._lease.release(delay, timeout=RELEASE_TIMEOUT):

@@ -8,7 +8,7 @@ A worker receives in two ways, and goes from one to the other on its own:
   waiting at most :data:`POLL_SLICE` second; a stop waits for it and releases what
   it returned. No visibility call is needed before a task starts.
 * **idle** (a busy pass found every queue empty): on SQS, one long poll of
-  ``wait_time`` seconds at a time (:class:`~sqsmaster.longpoll.LongPoll`: on a thread
+  ``wait_time`` seconds at a time (:class:`~sqsmaster.worker.longpoll.LongPoll`: on a thread
   the worker stops listening to at once, with a short visibility, extended when the
   poll gets messages). The queues take turns, so several queues idle at the cost of
   one: three ReceiveMessage calls a minute at the default 20 s, however many queues.
@@ -27,14 +27,14 @@ import threading
 import time
 from typing import Any, Callable
 
-from .alarms import block_stop_signals
-from .backends import Message, QueueBackend, open_queue
-from .consumer import queue_is_empty
-from .errors import LEASE_LOST_CODES, QueueDoesNotExist, QueueError
-from .lease import RELEASE_TIMEOUT, change_visibilities
-from .limits import MAX_RECEIVE_MESSAGES, MAX_VISIBILITY_TIMEOUT
+from ..backends import Message, QueueBackend, open_bounded_queue
+from ..consumer import queue_is_empty
+from ..errors import LEASE_LOST_CODES, QueueDoesNotExist, QueueError
+from ..lease import RELEASE_TIMEOUT, change_visibilities
+from ..limits import MAX_RECEIVE_MESSAGES, MAX_VISIBILITY_TIMEOUT
+from ..supervise.policy import HEARTBEAT_RETRY_DELAY, heartbeat_call_timeout
 from .longpoll import LongPoll
-from .supervise.policy import HEARTBEAT_RETRY_DELAY, heartbeat_call_timeout
+from .signals import block_stop_signals
 
 logger = logging.getLogger("sqsmaster.worker")
 
@@ -56,24 +56,14 @@ def open_worker_queue(url: str, queue_constructor: Callable[[str], Any] | None =
     An SQS queue gets a client whose calls fail within :data:`WORKER_READ_TIMEOUT` seconds
     (plus the connect timeout), tried once: the clock, not the network, bounds a shutdown.
     """
-    if queue_constructor is None and url.startswith(("http://", "https://")):
-        from .backends.sqs import make_client
-
-        client = make_client(url, read_timeout=WORKER_READ_TIMEOUT, max_attempts=1)
-        return open_queue(url, client=client), client
-    return open_queue(url, queue_constructor=queue_constructor), None
+    return open_bounded_queue(url, WORKER_READ_TIMEOUT, queue_constructor)
 
 
 def receiving_twin(queue: QueueBackend, wait_time: int = POLL_SLICE) -> QueueBackend:
     """The queue to receive through: for SQS a twin whose read timeout is ``wait_time`` plus
     :data:`RECEIVE_MARGIN` seconds, with no botocore retries, so an unreachable endpoint shows soon after
     the wait and our own backoff takes over. Other backends receive through the queue itself."""
-    from .backends.sqs import SqsQueue, make_client
-
-    if type(queue) is not SqsQueue:
-        return queue
-    return SqsQueue(queue.url, make_client(queue.url, read_timeout=wait_time + RECEIVE_MARGIN, max_attempts=1,
-                                           twin=True))
+    return queue.polling_twin(wait_time + RECEIVE_MARGIN)
 
 
 def unreachable_backoff(failures: int) -> float:

@@ -11,15 +11,15 @@ The parent supervises: a child that ends in any way but a clean stop is replaced
 (at once, then with a growing pause while children keep dying young), with a log
 line naming the cause; a clean stop is one the child reported (a shared value)
 before exiting with that code, so a task's ``os._exit(0)`` is not mistaken for one.
-The pool exits non-zero when children failed (:data:`~sqsmaster.loop.EXIT_CODES`).
+The pool exits non-zero when children failed (:data:`~sqsmaster.worker.loop.EXIT_CODES`).
 Children die with the parent (PR_SET_PDEATHSIG), and their task processes with them.
 
 Signals: the parent counts every SIGTERM/SIGINT it receives (two a millisecond
-apart are two, see :class:`~sqsmaster.shutdown.CountedSignals`) into a counter the
+apart are two, see :class:`~sqsmaster.worker.shutdown.CountedSignals`) into a counter the
 children read, and nudges them with SIGUSR1; children ignore SIGTERM/SIGINT
 themselves, so a Ctrl-C that reaches the whole process group (or systemd's
 control-group SIGTERM) counts once, not N + 1 times. A child still alive
-``grace`` + :data:`~sqsmaster.shutdown.POOL_KILL_MARGIN` seconds after the first
+``grace`` + :data:`~sqsmaster.worker.shutdown.POOL_KILL_MARGIN` seconds after the first
 signal is killed.
 """
 
@@ -35,8 +35,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .alarms import ShutdownSignals, send_shutdown
-from .errors import ConfigurationError
+from ..errors import ConfigurationError
 from .loop import (
     EXIT_OK,
     EXIT_QUEUE,
@@ -56,6 +55,7 @@ from .shutdown import (
     pool_child_signals,
     unblock_signals,
 )
+from .signals import ShutdownSignals, send_shutdown
 
 logger = logging.getLogger("sqsmaster.worker")
 

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from .backends import QueueBackend, open_queue
-from .deadletter import RedriveResult, redrive, redrive_policy
-from .errors import ConfigurationError, QueueDoesNotExist
-from .limits import MAX_RECEIVE_MESSAGES, check_visibility_timeout
+from ..backends import QueueBackend, open_queue
+from ..errors import ConfigurationError, QueueDoesNotExist
+from ..limits import MAX_RECEIVE_MESSAGES, check_visibility_timeout
+from ..worker.deadletter import RedriveResult, redrive, redrive_policy
 
 #: How long peeked messages are hidden before they are handed back (visibility 0) at once.
 PEEK_VISIBILITY = 10
@@ -39,7 +39,7 @@ def create_queue(url: str, *, visibility_timeout: int | None = None,
     place for a local queue's options). Raises ConfigurationError, QueueError.
     """
     if urlsplit(url).scheme in ("http", "https"):
-        from .backends.sqs import SqsQueue
+        from ..backends.sqs import SqsQueue
 
         if visibility_timeout is not None:
             check_visibility_timeout("visibility_timeout", visibility_timeout)
@@ -183,7 +183,7 @@ def purge(url: str) -> None:
 
 
 def redrive_queue(dlq_url: str, to_url: str, limit: int | None = None) -> RedriveResult:
-    """Move messages from ``dlq_url`` to ``to_url``, send then delete (see :func:`sqsmaster.deadletter.redrive`).
+    """Move messages from ``dlq_url`` to ``to_url``, send then delete (see :func:`sqsmaster.worker.deadletter.redrive`).
 
     Raises ConfigurationError when both URLs name one queue."""
     source, target = open_queue(dlq_url, create=False), open_queue(to_url, create=False)

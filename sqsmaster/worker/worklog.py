@@ -36,7 +36,7 @@ class AttemptRecord:
     ``stuck``, ``interrupted``) or ``rejected``; ``action`` what became of the
     message: ``deleted``, ``retry``, ``dead-lettered``, ``handed to redrive``,
     ``kept``, ``released``, ``lease lost``. ``job`` is the attempt's
-    :class:`~sqsmaster.jobs.JobRecord` (what ``--job-log`` writes), None for a message
+    :class:`~sqsmaster.worker.jobs.JobRecord` (what ``--job-log`` writes), None for a message
     that came back past its last retry and was not run.
     """
 

@@ -26,7 +26,7 @@ from collections import defaultdict
 from types import FrameType, TracebackType
 from typing import Any, Callable
 
-from .alarms import WAKE_SIGNAL
+from .signals import WAKE_SIGNAL
 
 logger = logging.getLogger("sqsmaster.worker")
 

@@ -16,11 +16,12 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from .backends import Message, QueueBackend
-from .errors import ConfigurationError
-from .lease import MAX_BACKOFF, Lease
-from .limits import MAX_BATCH_ENTRIES
-from .producer import copy_entry
+from ..backends import Message, QueueBackend
+from ..errors import ConfigurationError
+from ..lease import MAX_BACKOFF, Lease
+from ..limits import MAX_BATCH_ENTRIES
+from ..outcomes import Action
+from ..producer import copy_entry
 
 __all__ = ["DeadLetter", "RedriveResult", "copy_entry", "redrive", "redrive_policy", "same_queue"]
 
@@ -68,32 +69,32 @@ class DeadLetter:
         """How long to hide a message that reached the end, before :meth:`finish` is called."""
         return {"redrive": 0, "dlq": DLQ_SEND_VISIBILITY, "keep": MAX_BACKOFF}[self.mode]
 
-    def hand_over(self, message: Message) -> str:
+    def hand_over(self, message: Message) -> Action:
         """Release the message into the dead-letter path; returns the action taken (for the log)."""
         if self.mode == "dlq" and self.dlq is not None:
             return self.finish(message)
         Lease(message).release(self.visibility)
         return self.finish(message)
 
-    def finish(self, message: Message) -> str:
+    def finish(self, message: Message) -> Action:
         """After a handler released the message with :attr:`visibility`: send it on if that is the mode."""
         if self.mode == "redrive":
-            return "handed to redrive"
+            return Action.HANDED_TO_REDRIVE
         if self.mode == "keep":
-            return "kept"
+            return Action.KEPT
         assert self.dlq is not None
         try:
             self.dlq.send(copy_entry(message))
         except Exception as exc:
             logger.error("message %s: sending it to the dead-letter queue %s failed (%s); it stays here",
                          message.message_id, self.dlq.url, exc)
-            return "kept"
+            return Action.KEPT
         try:
             message.delete()
         except Exception as exc:
             logger.error("message %s: sent to the dead-letter queue, but the delete here failed (%s); "
                          "it may be there twice", message.message_id, exc)
-        return "dead-lettered"
+        return Action.DEAD_LETTERED
 
 
 #: Wait of each receive of a redrive (s): any long poll makes SQS look on every server, where a short

@@ -15,11 +15,12 @@ import logging
 import time
 from typing import Any, Callable
 
-from .backends import Message, QueueBackend
-from .consumer import reject
+from ..backends import Message, QueueBackend
+from ..consumer import reject
+from ..lease import Lease, default_backoff, notify_context
+from ..outcomes import Action, Outcome
 from .deadletter import DeadLetter
 from .jobs import JobLog, record_from_handler, record_from_message
-from .lease import Lease, default_backoff, notify_context
 from .retry import Retry
 from .worklog import AttemptRecord, log_event
 
@@ -77,28 +78,29 @@ class Outcomes:
     def after_run(self, message: Message, handler: Any, name: str, attempt: int, started_at: float) -> None:
         """A handler's ``with`` block ended (it deleted the message, or handed it back with its backoff)."""
         dead_letter = self.dead_letter(message)
-        outcome, runtime = handler.outcome or "failed", handler.runtime
+        outcome, runtime = handler.outcome or Outcome.FAILED, handler.runtime
         lost = handler.lease is not None and handler.lease.lost
         delay: int | None = None
-        if outcome == "succeeded":
-            log_event("succeeded", message.message_id, name, attempt, runtime=runtime)
-            action = "deleted"
+        if outcome == Outcome.SUCCEEDED:
+            log_event(Outcome.SUCCEEDED, message.message_id, name, attempt, runtime=runtime)
+            action = Action.DELETED
         else:
             if not isinstance(handler.exception, Retry):  # a Retry the task raised is not a failure to report
                 log_event(outcome, message.message_id, name, attempt, logging.ERROR, runtime=runtime,
                           reason=describe(handler.exception))
             action, delay = self._after_failure(message, handler, name, attempt, dead_letter, lost)
         if lost:
-            log_event("lease lost", message.message_id, name, attempt, logging.ERROR, runtime=runtime)
-        job = record_from_handler(handler, task=name, dead_lettered=action in ("dead-lettered", "handed to redrive"))
+            log_event(Outcome.LEASE_LOST, message.message_id, name, attempt, logging.ERROR, runtime=runtime)
+        job = record_from_handler(handler, task=name,
+                                  dead_lettered=action in (Action.DEAD_LETTERED, Action.HANDED_TO_REDRIVE))
         self.record(AttemptRecord(message.message_id, message.queue.url, name, attempt, outcome, action,
                                   started_at, runtime, describe(handler.exception), delay, job))
 
     def _after_failure(self, message: Message, handler: Any, name: str, attempt: int, dead_letter: DeadLetter,
-                       lost: bool) -> tuple[str, int | None]:
+                       lost: bool) -> tuple[Action, int | None]:
         plan = handler.plan
         if lost:
-            return "lease lost", None
+            return Action.LEASE_LOST, None
         if plan is not None and not plan.retry:
             action = dead_letter.finish(message)
             self._log_end(message, name, attempt, action, dead_letter, plan.reason)
@@ -108,20 +110,20 @@ class Outcomes:
             # Handed back for a retry, but SQS moves it to the DLQ at its next receive: that is its end.
             reason = (f"attempt {attempt} reached the redrive policy's maxReceiveCount "
                       f"{dead_letter.max_receive_count}")
-            self._log_end(message, name, attempt, "handed to redrive", dead_letter, reason)
-            return "handed to redrive", delay
+            self._log_end(message, name, attempt, Action.HANDED_TO_REDRIVE, dead_letter, reason)
+            return Action.HANDED_TO_REDRIVE, delay
         log_event("retry scheduled", message.message_id, name, attempt, delay=delay)
-        return "retry", delay
+        return Action.RETRY, delay
 
     def reject(self, message: Message, error: Exception, attempt: int) -> None:
         """A message that cannot run (malformed, unknown task, unreadable payload): report it and send
         it down the dead-letter path (for a redrive policy: handed back with a backoff)."""
         task = shown_task(getattr(error, "task", None))
         dead_letter = self.dead_letter(message)
-        log_event("rejected", message.message_id, task, attempt, logging.ERROR, reason=str(error))
+        log_event(Outcome.REJECTED, message.message_id, task, attempt, logging.ERROR, reason=str(error))
         if dead_letter.mode == "redrive":
             reject(message, error, self.notify)
-            action = "handed to redrive"
+            action = Action.HANDED_TO_REDRIVE
             if dead_letter.moves_after(attempt):
                 self._log_end(message, task, attempt, action, dead_letter, str(error))
         else:
@@ -129,10 +131,11 @@ class Outcomes:
             action = dead_letter.hand_over(message)
             self._log_end(message, task, attempt, action, dead_letter, str(error))
         now = time.time()
-        dead = action == "dead-lettered" or (action == "handed to redrive" and dead_letter.moves_after(attempt))
-        job = record_from_message(message, task=task, outcome="dead-lettered" if dead else "failed", started=now,
-                                  ended=now, error=error)
-        self.record(AttemptRecord(message.message_id, message.queue.url, task, attempt, "rejected", action,
+        dead = action == Action.DEAD_LETTERED or (action == Action.HANDED_TO_REDRIVE
+                                                  and dead_letter.moves_after(attempt))
+        job = record_from_message(message, task=task, outcome=Outcome.DEAD_LETTERED if dead else Outcome.FAILED,
+                                  started=now, ended=now, error=error)
+        self.record(AttemptRecord(message.message_id, message.queue.url, task, attempt, Outcome.REJECTED, action,
                                   now, error=describe(error), job=job))
 
     def end_of_line(self, message: Message, name: str, attempt: int, reason: str) -> None:
@@ -141,22 +144,24 @@ class Outcomes:
         action = dead_letter.hand_over(message)
         now = time.time()
         job = None
-        if action == "handed to redrive":  # its dead-lettered line and record came with its last attempt
+        if action == Action.HANDED_TO_REDRIVE:  # its dead-lettered line and record came with its last attempt
             log_event("handed back", message.message_id, name, attempt, logging.WARNING,
                       reason=f"{reason}; left for the queue's redrive policy")
         else:
             self._log_end(message, name, attempt, action, dead_letter, reason)
-            if action == "dead-lettered":
-                job = record_from_message(message, task=name, outcome="dead-lettered", started=now, ended=now)
-        self.record(AttemptRecord(message.message_id, message.queue.url, name, attempt, "not run", action, now,
+            if action == Action.DEAD_LETTERED:
+                job = record_from_message(message, task=name, outcome=Outcome.DEAD_LETTERED, started=now,
+                                          ended=now)
+        self.record(AttemptRecord(message.message_id, message.queue.url, name, attempt, Outcome.NOT_RUN, action,
+                                  now,
                                   job=job))
 
     def released(self, message: Message, handler: Any, name: str, attempt: int, started_at: float) -> None:
         """The task was stopped by the shutdown and its message released (visibility 0)."""
-        log_event("released", message.message_id, name, attempt, logging.WARNING,
+        log_event(Outcome.RELEASED, message.message_id, name, attempt, logging.WARNING,
                   reason="stopped by a second signal or the end of the grace period; visible again now")
-        self.record(AttemptRecord(message.message_id, message.queue.url, name, attempt, "interrupted", "released",
-                                  started_at, handler.runtime, describe(handler.exception),
+        self.record(AttemptRecord(message.message_id, message.queue.url, name, attempt, Outcome.INTERRUPTED,
+                                  Action.RELEASED, started_at, handler.runtime, describe(handler.exception),
                                   job=record_from_handler(handler, task=name)))
 
     def escaped(self, message: Message, name: str | None, attempt: int, error: BaseException) -> None:
@@ -166,16 +171,16 @@ class Outcomes:
         released it: a repeated hand-back is harmless). Never raises.
         """
         try:
-            log_event("failed", message.message_id, name, attempt, logging.ERROR,
+            log_event(Outcome.FAILED, message.message_id, name, attempt, logging.ERROR,
                       reason=f"{describe(error)} (escaped to the worker loop; counted as this task's failure)")
             logger.error("message %s: traceback of the error the worker caught", message.message_id,
                          exc_info=(type(error), error, error.__traceback__))
             delay = default_backoff(attempt)
             Lease(message).release(delay)
             now = time.time()
-            self.record(AttemptRecord(message.message_id, message.queue.url, name, attempt, "failed", "retry", now,
-                                      error=describe(error), delay=delay,
-                                      job=record_from_message(message, task=name, outcome="failed", started=now,
+            self.record(AttemptRecord(message.message_id, message.queue.url, name, attempt, Outcome.FAILED,
+                                      Action.RETRY, now, error=describe(error), delay=delay,
+                                      job=record_from_message(message, task=name, outcome=Outcome.FAILED, started=now,
                                                               ended=now, error=error)))
         except Exception:
             logger.exception("message %s: could not even record a failure", getattr(message, "message_id", None))
@@ -188,17 +193,17 @@ class Outcomes:
         except Exception:
             logger.exception("message %s: notify() itself failed", message.message_id)
 
-    def _log_end(self, message: Message, task: str | None, attempt: int, action: str, dead_letter: DeadLetter,
+    def _log_end(self, message: Message, task: str | None, attempt: int, action: Action, dead_letter: DeadLetter,
                  reason: str) -> None:
-        if action == "dead-lettered":
+        if action == Action.DEAD_LETTERED:
             assert dead_letter.dlq is not None
-            log_event("dead-lettered", message.message_id, task, attempt, logging.WARNING,
+            log_event(Outcome.DEAD_LETTERED, message.message_id, task, attempt, logging.WARNING,
                       dlq=dead_letter.dlq.url, reason=reason)
-        elif action == "handed to redrive":
-            log_event("dead-lettered", message.message_id, task, attempt, logging.WARNING,
+        elif action == Action.HANDED_TO_REDRIVE:
+            log_event(Outcome.DEAD_LETTERED, message.message_id, task, attempt, logging.WARNING,
                       reason=f"{reason}; handed back for the queue's redrive policy")
         else:
-            log_event("kept", message.message_id, task, attempt, logging.WARNING,
+            log_event(Action.KEPT, message.message_id, task, attempt, logging.WARNING,
                       reason=f"{reason}; the queue has no redrive policy and no --dlq was given, so it stays "
                              "in the queue (hidden 15 minutes) for a later worker")
 

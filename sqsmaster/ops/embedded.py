@@ -10,7 +10,7 @@ import logging
 import os
 from typing import Any
 
-from .errors import ConfigurationError
+from ..errors import ConfigurationError
 
 INSTALL_HINT = "the embedded SQS server needs moto: pip install 'sqsmaster[demo]'"
 

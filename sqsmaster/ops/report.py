@@ -12,13 +12,14 @@ from collections import defaultdict
 from dataclasses import asdict, fields
 from typing import Any, Iterable, Sequence
 
-from .errors import ConfigurationError
-from .jobs import OUTCOMES, JobRecord
+from ..errors import ConfigurationError
+from ..outcomes import Outcome
+from ..worker.jobs import OUTCOMES, JobRecord
 
 #: Bar colours by outcome (colour-blind safe, from the Okabe-Ito palette). None is grey: grey is the wait.
-OUTCOME_COLOURS = {
-    "succeeded": "#009E73", "failed": "#D55E00", "timed out": "#E69F00", "killed": "#CC79A7",
-    "released": "#56B4E9", "dead-lettered": "#0072B2",
+OUTCOME_COLOURS: dict[str, str] = {
+    Outcome.SUCCEEDED: "#009E73", Outcome.FAILED: "#D55E00", Outcome.TIMED_OUT: "#E69F00", Outcome.KILLED: "#CC79A7",
+    Outcome.RELEASED: "#56B4E9", Outcome.DEAD_LETTERED: "#0072B2",
 }
 _OTHER_COLOUR = "#000000"
 #: The wait before an attempt (since submission, or since the attempt before), whatever its outcome.

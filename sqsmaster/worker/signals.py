@@ -3,7 +3,7 @@
 The supervisor's signal code lives in :mod:`sqsmaster.supervise`: the SIGALRM
 deadline of signal isolation (:mod:`sqsmaster.supervise.deadline`) and the
 process-group signalling of process isolation (:mod:`sqsmaster.supervise.child`).
-A pool's parent counts its signals with :class:`sqsmaster.shutdown.CountedSignals`.
+A pool's parent counts its signals with :class:`sqsmaster.worker.shutdown.CountedSignals`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import time
 from types import FrameType, TracebackType
 from typing import Any, Callable, Iterator
 
-from .errors import ConfigurationError
+from ..errors import ConfigurationError, WorkerShutdown
 
 logger = logging.getLogger(__name__)
 
@@ -29,14 +29,6 @@ logger = logging.getLogger(__name__)
 WAKE_SIGNAL = signal.SIGUSR2
 #: How often the shutdown watcher thread looks at the stop count, the grace and the deadline (s).
 WATCH_TICK = 0.05
-
-
-class WorkerShutdown(BaseException):
-    """Raised inside a running task when the worker must stop it now (a second signal, or the grace ran out).
-
-    Not a :class:`~sqsmaster.errors.HandlerInterrupt`: ``MessageHandler`` treats it
-    like KeyboardInterrupt, releasing the message with visibility 0 and re-raising.
-    """
 
 
 def block_stop_signals() -> None:
@@ -152,11 +144,10 @@ class ShutdownSignals:
         while not self._closed.wait(WATCH_TICK):
             received, now = self.received, self._clock()
             if received > seen:
+                self._log_stops(received, seen)
                 if seen == 0:
                     stopped_at = now
                     self._first_stop()
-                if received >= 2 > seen:
-                    logger.warning("%s received again: releasing everything now", self.cause())
                 seen = received
             if not seen:
                 continue
@@ -170,11 +161,19 @@ class ShutdownSignals:
                     and now >= stopped_at + self.grace + self.margin):
                 deadline_done = True
                 self._call(self.on_deadline, "on_deadline")
+        # Closed: a stop forced at once (two signals together) can end the worker before the next tick.
+        # Say what was received all the same; the worker's exit released what on_stop would have.
+        self._log_stops(self.received, seen)
+
+    def _log_stops(self, received: int, seen: int) -> None:
+        if received > seen == 0:
+            logger.warning("%s received: stopping (no new message; a running task has %s to finish; "
+                           "send it again to release everything now)", self.cause(),
+                           "unlimited time" if self.grace is None else f"{self.grace}s")
+        if received >= 2 > seen:
+            logger.warning("%s received again: releasing everything now", self.cause())
 
     def _first_stop(self) -> None:
-        logger.warning("%s received: stopping (no new message; a running task has %s to finish; "
-                       "send it again to release everything now)", self.cause(),
-                       "unlimited time" if self.grace is None else f"{self.grace}s")
         self._call(self.on_stop, "on_stop")
 
     @staticmethod

@@ -23,7 +23,7 @@ thread of its own while the worker's main thread keeps looking at its stop flag:
 
 What this costs: one visibility call per wake-up (per poll that returns messages, for
 all of them), none per task of a busy worker, whose receives are short and hide
-their messages for the full visibility (see :class:`sqsmaster.receiver.Receiver`).
+their messages for the full visibility (see :class:`sqsmaster.worker.receiving.Receiver`).
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ import threading
 import time
 from typing import Callable
 
-from .alarms import block_stop_signals
-from .backends import Message, QueueBackend
-from .lease import RELEASE_TIMEOUT, change_visibilities
+from ..backends import Message, QueueBackend
+from ..lease import RELEASE_TIMEOUT, change_visibilities
+from .signals import block_stop_signals
 
 logger = logging.getLogger("sqsmaster.worker")
 

@@ -24,11 +24,11 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Union
 
-from .acks import DeleteBatcher
-from .errors import ConfigurationError, MalformedMessage, UnknownTask
-from .lease import receive_count
+from ..errors import ConfigurationError, MalformedMessage, UnknownTask
+from ..lease import receive_count
+from ..supervise import MessageHandler, isolation_modes
+from .deletes import DeleteBatcher
 from .retry import FailurePlan, Retry, RetryPolicy, plan_failure
-from .supervise import MessageHandler, isolation_modes
 from .worklog import log_event
 
 Target = Union[Callable[..., Any], type]
@@ -209,7 +209,7 @@ def task(target: Target | None = None, *, name: str | None = None, **options: An
 
     Options override the worker's settings for this task: ``hard_timeout``,
     ``sqs_timeout``, ``alarm_timeout``, ``isolation`` ("signal" or "process"),
-    ``retry`` (:func:`~sqsmaster.retry.fixed`, ``linear``, ``exponential``) and
+    ``retry`` (:func:`~sqsmaster.worker.retry.fixed`, ``linear``, ``exponential``) and
     ``retry_on`` (exception types worth a retry; others go to the dead-letter path).
     """
     return default_registry.task(target, name=name, **options)

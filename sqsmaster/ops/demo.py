@@ -8,7 +8,7 @@ them with a progress bar. Then it prints what became of each task from the worke
 job log, and writes the job log, the worker's log and a timeline picture.
 
 The tasks below are registered in :data:`registry`, which the worker process loads
-with ``--tasks sqsmaster.demo``.
+with ``--tasks sqsmaster.ops.demo``.
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .errors import ConfigurationError
-from .jobs import JobLog, JobRecord
-from .manager import TaskManager
+from ..errors import ConfigurationError
+from ..manager import TaskManager
+from ..worker.jobs import JobLog, JobRecord
+from ..worker.registry import Registry
+from ..worker.retry import fixed
 from .progress import progress_bar
-from .registry import Registry
-from .retry import fixed
 
 #: Visibility the worker holds on a message; it heartbeats every third of it.
 SQS_TIMEOUT = 3

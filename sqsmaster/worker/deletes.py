@@ -18,8 +18,8 @@ import time
 from collections import defaultdict
 from typing import Any, Callable
 
-from .alarms import block_stop_signals
-from .limits import MAX_BATCH_ENTRIES
+from ..limits import MAX_BATCH_ENTRIES
+from .signals import block_stop_signals
 
 logger = logging.getLogger(__name__)
 

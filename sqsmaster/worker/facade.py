@@ -2,7 +2,7 @@
 
 One worker process runs one task at a time in its main thread, so signal
 isolation works; ``concurrency=N`` forks N such processes (see
-:mod:`sqsmaster.pool`). The flow of one message::
+:mod:`sqsmaster.worker.pool`). The flow of one message::
 
     receive ─▶ decode ─▶ registry ─▶ MessageHandler (heartbeat, hard timeout) ─▶ delete
                   │          │                 └─ failure ─▶ retry policy ─▶ visibility = delay
@@ -17,7 +17,7 @@ SIGTERM or SIGINT stops receiving at once; received-but-unstarted messages are
 released with visibility 0; a running task gets ``grace`` seconds (its
 heartbeats continue), then it is stopped and released. A second signal
 releases everything now. What the worker still owes then (deletes, releases)
-is bounded by the clock (see :mod:`sqsmaster.shutdown`). ``run()`` returns the
+is bounded by the clock (see :mod:`sqsmaster.worker.shutdown`). ``run()`` returns the
 exit code: see :data:`EXIT_CODES`.
 """
 
@@ -30,10 +30,10 @@ import socket
 from pathlib import Path
 from typing import Any, Callable
 
-from .alarms import ShutdownSignals
-from .backends import check_url
-from .errors import ConfigurationError
-from .limits import MAX_RECEIVE_MESSAGES, check_seconds, check_visibility_timeout, check_wait_time
+from ..backends import check_url
+from ..errors import ConfigurationError
+from ..limits import MAX_RECEIVE_MESSAGES, check_seconds, check_visibility_timeout, check_wait_time
+from ..supervise import DEFAULT_HARD_TIMEOUT
 from .loop import (  # noqa: F401  (the exit codes are part of this module's interface)
     EXIT_CODES,
     EXIT_FAILURE,
@@ -49,7 +49,7 @@ from .loop import (  # noqa: F401  (the exit codes are part of this module's int
 from .pool import run_pool
 from .registry import Registry, load_tasks
 from .shutdown import SHUTDOWN_MARGIN
-from .supervise import DEFAULT_HARD_TIMEOUT
+from .signals import ShutdownSignals
 from .worklog import AttemptRecord
 
 logger = logging.getLogger("sqsmaster.worker")
@@ -59,14 +59,14 @@ class Worker:
     """Run registered tasks from one or more queues until stopped.
 
     :param queue: the queue URL (or a list of URLs, highest priority first)
-    :param tasks: a :class:`~sqsmaster.registry.Registry`, a module, a module name, or a list of them
+    :param tasks: a :class:`~sqsmaster.worker.registry.Registry`, a module, a module name, or a list of them
     :param concurrency: tasks at once, each in its own process
     :param isolation: default isolation for tasks that do not set one ("signal" or "process")
     :param sqs_timeout: visibility held on a message while its task runs (s)
     :param alarm_timeout: heartbeat period (s); default ``sqs_timeout / 3``
     :param hard_timeout: default hard timeout of a task (s)
     :param wait_time: longest receive wait (s, ≤ 20): an idle worker long-polls one queue at a time for
-        this long (on SQS; a stop does not wait for it, see :mod:`sqsmaster.receiver`)
+        this long (on SQS; a stop does not wait for it, see :mod:`sqsmaster.worker.receiving`)
     :param max_tasks: exit after this many tasks ended, whatever their outcome
     :param until_empty: exit once a receive is empty, no task of ours runs and every queue
         reports no visible, in-flight or delayed message (such a worker does not long-poll: it
@@ -76,11 +76,11 @@ class Worker:
     :param dlq: an explicit dead-letter queue URL, for queues with no redrive policy
     :param queues: more queues after ``queue``, in priority order
     :param notify: ``notify(exception, context)`` for failures and rejected messages
-    :param on_attempt_end: called with an :class:`~sqsmaster.worklog.AttemptRecord` after each attempt
+    :param on_attempt_end: called with an :class:`~sqsmaster.worker.worklog.AttemptRecord` after each attempt
         (in the worker process that ran it)
-    :param job_log: append one :class:`~sqsmaster.jobs.JobRecord` per attempt to this JSON-lines
+    :param job_log: append one :class:`~sqsmaster.worker.jobs.JobRecord` per attempt to this JSON-lines
         file (shared by the ``concurrency`` processes; ``sqsmaster report`` reads it)
-    :param exit_at_deadline: ``grace`` + :data:`~sqsmaster.shutdown.SHUTDOWN_MARGIN` seconds after a
+    :param exit_at_deadline: ``grace`` + :data:`~sqsmaster.worker.shutdown.SHUTDOWN_MARGIN` seconds after a
         stop signal, exit the process (``os._exit``) with whatever is left logged; without it (the
         default in-process) the worker only logs it, and returns once its bounded calls end
     :raises ConfigurationError: for settings that cannot work, before anything is received
@@ -132,7 +132,7 @@ class Worker:
 
     def _banner(self) -> None:
         """What is starting, once per worker (a pool's processes then each log "worker ready")."""
-        from . import __version__
+        from .. import __version__
 
         config = self.config
         logger.info("sqsmaster %s worker starting (pid %d on %s, Python %s): concurrency %d, isolation %s, "

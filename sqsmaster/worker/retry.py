@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import ConfigurationError, HandlerInterrupt, SqsMasterError
-from .lease import MAX_BACKOFF, default_backoff
+from ..errors import ConfigurationError, HandlerInterrupt, SqsMasterError
+from ..lease import MAX_BACKOFF, default_backoff
 
 
 class Retry(SqsMasterError):

@@ -19,18 +19,20 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Iterator
 
-from .encoding import decode_task
-from .errors import MalformedMessage, TaskCrashed
-from .lease import receive_count
+from ..encoding import decode_task
+from ..errors import MalformedMessage, TaskCrashed
+from ..lease import receive_count
+from ..outcomes import JOB_OUTCOMES, Outcome
 
 logger = logging.getLogger(__name__)
 
 #: How an attempt ended, in the order reports list them.
-OUTCOMES = ("succeeded", "failed", "timed out", "killed", "released", "dead-lettered")
+OUTCOMES = JOB_OUTCOMES
 
 #: MessageHandler's outcomes as job outcomes: a stuck task is killed; an interrupted one is released.
-_HANDLER_OUTCOMES = {"succeeded": "succeeded", "failed": "failed", "timed out": "timed out",
-                     "stuck": "killed", "interrupted": "released"}
+_HANDLER_OUTCOMES: dict[str, str] = {Outcome.SUCCEEDED: Outcome.SUCCEEDED, Outcome.FAILED: Outcome.FAILED,
+                                     Outcome.TIMED_OUT: Outcome.TIMED_OUT, Outcome.STUCK: Outcome.KILLED,
+                                     Outcome.INTERRUPTED: Outcome.RELEASED}
 
 
 @dataclass
@@ -101,11 +103,11 @@ def record_from_handler(handler: Any, *, task: str | None = None, ended: float |
     attempt = receive_count(message)
     error = handler.exception
     outcome = _HANDLER_OUTCOMES.get(str(handler.outcome), str(handler.outcome))
-    if outcome == "failed" and isinstance(error, TaskCrashed) and error.signal:
-        outcome = "killed"
-    if outcome not in ("succeeded", "released") and (
+    if outcome == Outcome.FAILED and isinstance(error, TaskCrashed) and error.signal:
+        outcome = Outcome.KILLED
+    if outcome not in (Outcome.SUCCEEDED, Outcome.RELEASED) and (
             dead_lettered or (max_receive_count and attempt >= max_receive_count)):
-        outcome = "dead-lettered"
+        outcome = Outcome.DEAD_LETTERED
     if peak_memory_bytes is None:
         peak_memory_bytes = getattr(handler, "peak_memory", None)
     if peak_memory_bytes is None:

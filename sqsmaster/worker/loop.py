@@ -6,7 +6,7 @@ are the poison path (:func:`sqsmaster.consumer.read_message`); anything that esc
 a handler, or the loop's own code for one message, is that task's failure (its
 message handed back with a backoff); a task that calls ``sys.exit()`` fails
 (:class:`~sqsmaster.errors.TaskExit`). After a stop signal, what the loop still owes
-(deletes, releases) is bounded by the clock (:mod:`sqsmaster.shutdown`).
+(deletes, releases) is bounded by the clock (:mod:`sqsmaster.worker.shutdown`).
 """
 
 from __future__ import annotations
@@ -18,19 +18,20 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .acks import DEFAULT_MAX_DELAY, DeleteBatcher
-from .alarms import ShutdownSignals, WorkerShutdown
+from ..backends import Message, QueueBackend
+from ..consumer import read_message
+from ..errors import MalformedMessage, QueueDoesNotExist, QueueError, TaskExit, UnknownTask
+from ..lease import receive_count
+from ..ordering import GroupOrder
+from ..outcomes import Outcome
+from ..payloads import PayloadStore
+from ..supervise import DEFAULT_HARD_TIMEOUT
 from .attempts import Outcomes
-from .backends import Message, QueueBackend
-from .consumer import read_message
-from .errors import MalformedMessage, QueueDoesNotExist, QueueError, TaskExit, UnknownTask
-from .lease import receive_count
-from .ordering import GroupOrder
-from .payloads import PayloadStore
-from .receiver import PendingLeases, Receiver, open_worker_queue, unreachable_backoff
+from .deletes import DEFAULT_MAX_DELAY, DeleteBatcher
+from .receiving import PendingLeases, Receiver, open_worker_queue, unreachable_backoff
 from .registry import TaskSpec, load_tasks
 from .shutdown import FLUSH_TIMEOUT, release_now
-from .supervise import DEFAULT_HARD_TIMEOUT
+from .signals import ShutdownSignals, WorkerShutdown
 from .worklog import AttemptRecord, log_event
 
 logger = logging.getLogger("sqsmaster.worker")
@@ -268,7 +269,7 @@ class WorkerLoop:
             return False
         try:
             outcome = self._run(message, spec, name, kwargs, attempt)
-            self.order.settle(message, succeeded=outcome == "succeeded")
+            self.order.settle(message, succeeded=outcome == Outcome.SUCCEEDED)
         finally:
             self.ended += 1
         return True
@@ -280,7 +281,7 @@ class WorkerLoop:
         # One S3 client per worker (per endpoint and region its queues are on, one in practice), made on the
         # first pointer: the store lends its client, the pointer names the bucket. A client costs tens of
         # milliseconds of CPU and a connection of its own.
-        from .backends.sqs import endpoint_and_region  # only a message with a pointer needs it
+        from ..backends.sqs import endpoint_and_region  # only a message with a pointer needs it
 
         url = message.queue.url
         where = endpoint_and_region(url)
