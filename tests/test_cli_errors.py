@@ -261,3 +261,36 @@ def test_repeated_tasks_modules_all_run_and_the_json_log_has_pid_host_banner_and
     # and the per-beat heartbeat line (beta outlived its 1 s beat) is at DEBUG
     beats = [line for line in lines if line.get("event") == "extended"]
     assert beats and {line["level"] for line in beats} == {"DEBUG"}
+
+
+# -- create: what SQS would refuse is refused on our side ------------------------------------------
+
+@pytest.mark.parametrize("name, flags, says", [
+    ("bad name", [], "'bad name'"),
+    ("a" * 81, [], "at most 80"),
+    ("dots.in.name", [], "'dots.in.name'"),
+    ("a" * 77, ["--max-receive-count", "3"], "-dlq"),  # the queue fits, its dead-letter queue NAME-dlq does not
+])
+def test_create_refuses_a_queue_name_sqs_cannot_hold_as_bad_input_and_creates_nothing(
+        name, flags, says, sqs_server, sqs_client, capsys):
+    # Given a moto server and a queue name SQS would refuse
+    url = f"{sqs_server.endpoint}/123456789012/{name}"
+    before = sqs_client.list_queues().get("QueueUrls", [])
+    # When a user creates it
+    code = main(["create", url, *flags])
+    # Then it is bad input (exit 2, not "the work failed"), one line naming the name and the rule
+    assert code == 2
+    line = error_line(capsys)
+    assert says in line and "alphanumeric" in line
+    # And nothing was created (not even the dead-letter queue)
+    assert sqs_client.list_queues().get("QueueUrls", []) == before
+
+
+def test_create_of_a_local_queue_whose_directory_cannot_be_made_is_one_line(capsys):
+    # Given a path under /proc, where no directory can be made
+    # When a user creates a sqlite:// or fq:// queue there
+    for url in ("sqlite:///proc/no-such-dir/q.db?queue=work", "fq:///proc/no-such-dir/work"):
+        code = main(["create", url])
+        # Then one line names the path and the exit code is the one of an unreachable queue, as for fq://
+        assert code == 3, url
+        assert "/proc/no-such-dir" in error_line(capsys)
