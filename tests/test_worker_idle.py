@@ -5,6 +5,7 @@ Every request is counted at the server's door (bench/proxy.py in front of moto),
 
 from __future__ import annotations
 
+import json
 import signal
 import sys
 import threading
@@ -385,3 +386,36 @@ def test_an_idle_pool_costs_a_few_receives_a_minute_per_worker_process_and_stops
     took = time.monotonic() - stopped
     assert code == 0, run.stderr
     assert took < IDLE_STOP, (took, run.stderr)
+
+
+def submit_fifo(client: Any, url: str, task: str, group: str, **kwargs: Any) -> str:
+    return client.send_message(QueueUrl=url, MessageBody=json.dumps({"task": task, "kwargs": kwargs}),
+                               MessageGroupId=group, MessageDeduplicationId=kwargs["id"])["MessageId"]
+
+
+def test_an_idle_worker_on_a_fifo_queue_runs_a_group_in_order_and_sigterm_strands_nothing(
+        make_queue, sqs_client, counted, workers):
+    # Given an idle worker in a long poll of a FIFO queue (60 s visibility for the messages it runs)
+    url = make_queue(visibility_timeout=60, fifo=True)
+    run = workers([through(counted, url)])
+    idle_and_polling(counted, run, [url])
+
+    # When three messages of one group arrive, the long poll wakes it
+    for index in range(3):
+        submit_fifo(sqs_client, url, "note", "g", id=f"fifo{index}")
+    # Then they run in their group's order
+    wait_for(lambda: len(starts(run.record_path)) == 3, timeout=20, message="the three tasks")
+    assert starts(run.record_path) == ["fifo0", "fifo1", "fifo2"]
+
+    # And once idle again (a busy pass that finds the queue empty, then a long poll at the server), a SIGTERM
+    # stops it at once and a message sent meanwhile is not stranded
+    # (the busy pass waits POLL_SLICE = 1 s; 3 s leave room for a loaded machine, inside the 20 s poll)
+    time.sleep(3)
+    stopped = time.monotonic()
+    run.send_signal(signal.SIGTERM)
+    code = run.wait(timeout=10)
+    took = time.monotonic() - stopped
+    sent = submit_fifo(sqs_client, url, "note", "g", id="meanwhile")
+    assert code == 0, run.stderr
+    assert took < IDLE_STOP, (took, run.stderr)
+    assert visible_again_within(sqs_client, url, STRANDED_AT_MOST) == [sent]
