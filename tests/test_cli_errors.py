@@ -294,3 +294,23 @@ def test_create_of_a_local_queue_whose_directory_cannot_be_made_is_one_line(caps
         # Then one line names the path and the exit code is the one of an unreachable queue, as for fq://
         assert code == 3, url
         assert "/proc/no-such-dir" in error_line(capsys)
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["peek", "URL", "-n", "0"], "argument -n: must be >= 1, not '0'"),
+    (["peek", "URL", "-n", "-3"], "argument -n: must be >= 1, not '-3'"),
+    (["redrive", "URL", "--to", "OTHER", "-n", "0"], "argument -n: must be >= 1, not '0'"),
+    (["redrive", "URL", "--to", "OTHER", "-n", "-1"], "argument -n: must be >= 1, not '-1'"),
+    (["submit", "URL", "T", "x=1", "x=2"], "x=2: key 'x' given twice"),
+])
+def test_a_count_or_a_keyword_that_means_nothing_is_refused_not_done_as_nothing(argv, says, tmp_path, capsys):
+    # Given a queue and its dead-letter queue
+    url = f"{sqlite(tmp_path)}&max_receive_count=2"
+    assert main(["create", url]) == 0
+    capsys.readouterr()
+    other = sqlite(tmp_path, "work-dlq")
+    # When a command is given -n 0 (or less), or the same key twice
+    code = main([url if part == "URL" else other if part == "OTHER" else part for part in argv])
+    # Then it is bad usage, one line, not a silent "moved 0 message(s)" / a dropped value with exit 0
+    assert code == 2
+    assert says in error_line(capsys)
