@@ -314,3 +314,17 @@ def test_a_count_or_a_keyword_that_means_nothing_is_refused_not_done_as_nothing(
     # Then it is bad usage, one line, not a silent "moved 0 message(s)" / a dropped value with exit 0
     assert code == 2
     assert says in error_line(capsys)
+
+
+@pytest.mark.parametrize("query, says", [
+    ("?queue=a&queue=b", "'queue' given twice"),
+    ("?queue=a&visibility_timeout=5&visibility_timeout=60", "'visibility_timeout' given twice"),
+    ("?queue=a&visibility_timeout=abc", "visibility_timeout='abc' must be a whole number"),
+])
+def test_a_local_queue_url_option_given_twice_or_not_a_number_is_named(query, says, tmp_path, capsys):
+    # When a user creates a sqlite:// queue with an option twice (the last would win silently) or not a number
+    code = main(["create", f"sqlite://{tmp_path / 'q.db'}{query}"])
+    # Then it is bad usage, one line naming the option, and nothing is created
+    assert code == 2
+    assert says in error_line(capsys)
+    assert not (tmp_path / "q.db").exists()
