@@ -12,18 +12,23 @@ message back (:func:`release_after_error`) instead of taking the consumer down.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Callable, Iterator
 
 from .backends import Message, QueueBackend
 from .delays import hold_if_not_due
 from .encoding import decode_task
 from .errors import MalformedMessage, QueueError
-from .lease import Lease, default_backoff, notify_context, receive_count
+from .lease import RELEASE_TIMEOUT, Lease, change_visibilities, default_backoff, notify_context, receive_count
 from .limits import check_max_messages, check_visibility_timeout, check_wait_time
 from .ordering import GroupOrder
 from .payloads import PayloadStore, resolve_payload
 
 logger = logging.getLogger(__name__)
+
+#: A held message with less visibility left than this (s) is treated as no longer ours: a handler's first
+#: extension must land before the lease runs out.
+LEASE_MARGIN = 1.0
 
 Notify = Callable[..., None]  # notify(exception, context=None)
 
@@ -132,13 +137,52 @@ def task_generator(queue: QueueBackend, *, wait_time: float = 20, sqs_timeout: f
             logger.debug("no message on %s after %ss", queue.url, wait)
             if until_empty and queue_is_empty(queue):
                 return
-        order = GroupOrder()
-        for message in messages:
+        yield from _batch(messages, notify, payloads)
+
+
+def _batch(messages: list[Message], notify: Notify | None,
+           payloads: PayloadStore | None) -> Iterator[tuple[str, dict[str, Any], Message]]:
+    """One receive's messages, in order. A message held while the caller ran an earlier one is not
+    yielded once its lease ran out (another consumer may have it: it would run twice); what is left
+    unyielded when the caller leaves the loop (a break, an exception) is made visible again at once."""
+    order = GroupOrder()
+    held = list(messages)
+    yielded = False
+    try:
+        while held:
+            message = held.pop(0)
             if not order.admit(message):
+                continue
+            if yielded and _lease_ran_out(message):
+                logger.warning("message %s: its lease ran out while an earlier message of its receive ran; no "
+                               "longer ours, not yielded (it comes back, or another consumer has it)",
+                               message.message_id)
                 continue
             prepared = prepare_message(message, notify, payloads)
             if prepared is None:
                 order.settle(message, succeeded=False)
                 continue
+            yielded = True
             yield prepared[0], prepared[1], message
             order.settle(message, succeeded=getattr(message, "deleted", False))
+    finally:
+        if held:
+            _release_unyielded(held)
+
+
+def _lease_ran_out(message: Message) -> bool:
+    """True when ``message`` has less than :data:`LEASE_MARGIN` seconds of its visibility left."""
+    if message.visibility_timeout is None:
+        return False
+    return time.monotonic() > message.received_at + message.visibility_timeout - LEASE_MARGIN
+
+
+def _release_unyielded(messages: list[Message]) -> None:
+    failed = change_visibilities([(message, 0) for message in messages], RELEASE_TIMEOUT)
+    for message in messages:
+        if message in failed:
+            logger.warning("message %s: received, not yielded (the loop was left), and its release failed (%s); it "
+                           "comes back when its visibility expires", message.message_id, failed[message][1])
+        else:
+            logger.info("released message %s (received, not yielded: the loop was left): visible again now",
+                        message.message_id)

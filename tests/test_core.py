@@ -157,7 +157,7 @@ def test_leaving_task_generator_mid_batch_makes_the_unyielded_messages_visible_a
 
     # When the caller leaves the loop after the first (a break, or an exception out of the loop body)
     with pytest.raises(RuntimeError) if leave == "raise" else _nothing():
-        for task, kwargs, message in manager.task_generator(wait_time=1, sqs_timeout=60, max_messages=3):
+        for _task, _kwargs, message in manager.task_generator(wait_time=1, sqs_timeout=60, max_messages=3):
             message.delete()
             if leave == "raise":
                 raise RuntimeError("the caller's own failure")
