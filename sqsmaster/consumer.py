@@ -157,6 +157,7 @@ def _batch(messages: list[Message], notify: Notify | None,
                 logger.warning("message %s: its lease ran out while an earlier message of its receive ran; no "
                                "longer ours, not yielded (it comes back, or another consumer has it)",
                                message.message_id)
+                order.settle(message, succeeded=False)  # FIFO: the rest of its group must not overtake it
                 continue
             prepared = prepare_message(message, notify, payloads)
             if prepared is None:
