@@ -328,3 +328,22 @@ def test_a_local_queue_url_option_given_twice_or_not_a_number_is_named(query, sa
     assert code == 2
     assert says in error_line(capsys)
     assert not (tmp_path / "q.db").exists()
+
+
+@pytest.mark.parametrize("flags, says", [
+    (["--queue", "URL"], "is given twice"),
+    (["--queue", "OTHER", "--queue", "OTHER"], "is given twice"),
+    (["--dlq", "URL"], "is also a queue the worker works on"),
+])
+def test_a_worker_given_a_queue_twice_or_its_own_queue_as_dlq_refuses_to_start(flags, says, tmp_path, capsys):
+    # Given two queues (a dead letter sent to the queue it came from would run again, forever)
+    url, other = sqlite(tmp_path), sqlite(tmp_path, "other")
+    assert main(["create", url]) == 0 and main(["create", other]) == 0
+    capsys.readouterr()
+    # When a worker is started with one of them twice, or with its own queue as --dlq
+    argv = ["worker", url, "--tasks", "tests.worker_tasks", "--until-empty",
+            *[url if part == "URL" else other if part == "OTHER" else part for part in flags]]
+    # Then it does not start: one line naming the queue, exit 2
+    assert main(argv) == 2
+    line = error_line(capsys)
+    assert says in line and "queue=" in line
