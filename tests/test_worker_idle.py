@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from sqsmaster import Registry, Worker, open_queue
-from sqsmaster.worker.longpoll import IDLE_VISIBILITY, LongPoll
+from sqsmaster.worker.longpoll import EXTEND_TIMEOUT, IDLE_VISIBILITY, LongPoll
 from sqsmaster.worker.receiving import receiving_twin
 
 from .workerkit import WorkerRun, client_for, starts, submit, wait_for
@@ -419,3 +419,22 @@ def test_an_idle_worker_on_a_fifo_queue_runs_a_group_in_order_and_sigterm_strand
     assert code == 0, run.stderr
     assert took < IDLE_STOP, (took, run.stderr)
     assert visible_again_within(sqs_client, url, STRANDED_AT_MOST) == [sent]
+
+
+def test_an_extension_that_times_out_after_an_idle_receive_does_not_strand_the_message_for_the_whole_visibility(
+        sqs_server, sqs_client, fault_proxy, make_queue):
+    # Given a long poll through a proxy that answers the extension later than the poll waits for it (done at
+    # the server: the message is hidden for the 60 s asked; the poll only sees its call time out)
+    url = make_queue(visibility_timeout=60)
+    queue = open_queue(f"{fault_proxy.endpoint}{urlsplit(url).path}")
+    fault_proxy.hold("ChangeMessageVisibilityBatch", EXTEND_TIMEOUT + 2, calls={1})
+    sent = submit(sqs_client, url, "note", id="x")
+
+    # When the poll gets it
+    messages = LongPoll(queue, receiving_twin(queue, 3), 1, 3, 60).start().wait(should_stop=lambda: False)
+
+    # Then it is not handed over (how its lease ended is unknown), and it is visible again within
+    # IDLE_VISIBILITY of the poll's giving up, as the log says, not after the 60 s the server applied
+    assert messages == [] and fault_proxy.calls.get("ChangeMessageVisibilityBatch") == 1
+    assert visible_again_within(sqs_client, url, STRANDED_AT_MOST) == [sent]
+    queue.close()
