@@ -11,24 +11,21 @@ message back (:func:`release_after_error`) instead of taking the consumer down.
 
 from __future__ import annotations
 
+import itertools
+import json
 import logging
-import time
 from typing import Any, Callable, Iterator
 
 from .backends import Message, QueueBackend
 from .delays import hold_if_not_due
 from .encoding import decode_task
 from .errors import MalformedMessage, QueueError
-from .lease import RELEASE_TIMEOUT, Lease, change_visibilities, default_backoff, notify_context, receive_count
+from .lease import Lease, default_backoff, notify_context, receive_count
 from .limits import check_max_messages, check_visibility_timeout, check_wait_time
 from .ordering import GroupOrder
 from .payloads import PayloadStore, resolve_payload
 
 logger = logging.getLogger(__name__)
-
-#: A held message with less visibility left than this (s) is treated as no longer ours: a handler's first
-#: extension must land before the lease runs out.
-LEASE_MARGIN = 1.0
 
 Notify = Callable[..., None]  # notify(exception, context=None)
 
@@ -71,6 +68,25 @@ def queue_is_empty(queue: QueueBackend) -> bool:
         "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible", "ApproximateNumberOfMessagesDelayed"))
 
 
+def redrive_policy(queue: QueueBackend) -> dict[str, Any] | None:
+    """The queue's ``RedrivePolicy`` as a dict, or None when it has none."""
+    raw = queue.get_attributes().get("RedrivePolicy")
+    if not raw:
+        return None
+    try:
+        return dict(json.loads(raw))
+    except (TypeError, ValueError):
+        return None
+
+
+def max_receive_count(policy: dict[str, Any] | None) -> int | None:
+    """A redrive policy's ``maxReceiveCount``: the receive after it moves the message (None: no policy)."""
+    try:
+        return int(policy["maxReceiveCount"]) if policy else None
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def read_message(message: Message, payloads: PayloadStore | None = None,
                  max_receive_count: int | None = None) -> tuple[str, dict[str, Any]] | None:
     """The poison path: ``(task, kwargs)`` of a received message, or None when it is not due yet.
@@ -88,8 +104,8 @@ def read_message(message: Message, payloads: PayloadStore | None = None,
     return decode_task(message.body, message.message_id)
 
 
-def prepare_message(message: Message, notify: Notify | None = None,
-                    payloads: PayloadStore | None = None) -> tuple[str, dict[str, Any]] | None:
+def prepare_message(message: Message, notify: Notify | None = None, payloads: PayloadStore | None = None,
+                    max_receive_count: int | None = None) -> tuple[str, dict[str, Any]] | None:
     """Ready a received message to run: ``(task, kwargs)``, or None when it must not run now.
 
     None means the message was already dealt with: not due yet (handed back until
@@ -98,7 +114,7 @@ def prepare_message(message: Message, notify: Notify | None = None,
     of ours (handed back, see :func:`release_after_error`). Never raises.
     """
     try:
-        prepared = read_message(message, payloads)
+        prepared = read_message(message, payloads, max_receive_count)
     except (MalformedMessage, QueueError) as exc:
         reject(message, exc, notify)
         return None
@@ -119,71 +135,53 @@ def task_generator(queue: QueueBackend, *, wait_time: float = 20, sqs_timeout: f
     With ``until_empty`` it returns once a receive comes back empty and the queue
     reports no visible, in-flight or delayed message (a batch job's "drain").
 
-    Each receive hides its messages for ``sqs_timeout`` seconds. Malformed bodies
-    are reported through ``notify`` and handed back with a backoff (see :func:`reject`);
-    the loop goes on. Queue errors propagate. Messages not due yet are handed back
-    until they are, S3 payloads are fetched (:func:`prepare_message`). On a FIFO queue,
-    when a message is not deleted by the time the loop resumes (it failed), the later
+    Each receive hides its messages for ``sqs_timeout`` seconds. The worker's poison path
+    (:func:`read_message`): malformed bodies are reported through ``notify`` and handed back
+    with a backoff for the queue's redrive policy (see :func:`reject`); the loop goes on.
+    Queue errors propagate. Messages not due yet are handed back until they are (re-sent
+    before the redrive policy would count the hops), S3 payloads are fetched. With
+    ``max_messages`` > 1, the messages of a receive that wait their turn are kept hidden by
+    a heartbeat every third of ``sqs_timeout`` (as the worker's ``--prefetch``), and handed
+    back at once when the loop ends early (``close()``, ``break``, an exception). On a FIFO
+    queue, when a message is not deleted by the time the loop resumes (it failed), the later
     messages of its group from the same receive are released unrun (:class:`GroupOrder`).
     """
+    from .prefetch import PendingLeases  # the prefetch heartbeat, shared with the worker
+
     wait = check_wait_time(wait_time)
     visibility = check_visibility_timeout("sqs_timeout", sqs_timeout)
     count = check_max_messages(max_messages)
     if payloads is None:  # one S3 client for the generator, made on the first pointer, not one per message
         payloads = PayloadStore("s3://payloads", queue_url=queue.url)
-    while True:
-        messages = queue.receive(count, wait, visibility)
-        if not messages:
-            logger.debug("no message on %s after %ss", queue.url, wait)
-            if until_empty and queue_is_empty(queue):
-                return
-        yield from _batch(messages, notify, payloads)
-
-
-def _batch(messages: list[Message], notify: Notify | None,
-           payloads: PayloadStore | None) -> Iterator[tuple[str, dict[str, Any], Message]]:
-    """One receive's messages, in order. A message held while the caller ran an earlier one is not
-    yielded once its lease ran out (another consumer may have it: it would run twice); what is left
-    unyielded when the caller leaves the loop (a break, an exception) is made visible again at once."""
-    order = GroupOrder()
-    held = list(messages)
-    yielded = False
     try:
-        while held:
-            message = held.pop(0)
-            if not order.admit(message):
-                continue
-            if yielded and _lease_ran_out(message):
-                logger.warning("message %s: its lease ran out while an earlier message of its receive ran; no "
-                               "longer ours, not yielded (it comes back, or another consumer has it)",
-                               message.message_id)
-                order.settle(message, succeeded=False)  # FIFO: the rest of its group must not overtake it
-                continue
-            prepared = prepare_message(message, notify, payloads)
-            if prepared is None:
-                order.settle(message, succeeded=False)
-                continue
-            yielded = True
-            yield prepared[0], prepared[1], message
-            order.settle(message, succeeded=getattr(message, "deleted", False))
+        redrive_after = max_receive_count(redrive_policy(queue))
+    except QueueError as exc:  # a consumer may lack sqs:GetQueueAttributes: due times then hold as before
+        logger.warning("cannot read the redrive policy of %s (%s): a long due time may count as receives",
+                       queue.url, exc)
+        redrive_after = None
+    waiting = PendingLeases(int(visibility), max(visibility / 3, 0.5))
+    try:
+        while True:
+            messages = queue.receive(count, wait, visibility)
+            if not messages:
+                logger.debug("no message on %s after %ss", queue.url, wait)
+                if until_empty and queue_is_empty(queue):
+                    return
+            waiting.add(messages[1:])
+            order = GroupOrder()
+            for message in itertools.chain(messages[:1], iter(waiting.pop, None)):  # popped one by one
+                yield from _admitted(message, order, notify, payloads, redrive_after)
     finally:
-        if held:
-            _release_unyielded(held)
+        waiting.close()
 
 
-def _lease_ran_out(message: Message) -> bool:
-    """True when ``message`` has less than :data:`LEASE_MARGIN` seconds of its visibility left."""
-    if message.visibility_timeout is None:
-        return False
-    return time.monotonic() > message.received_at + message.visibility_timeout - LEASE_MARGIN
-
-
-def _release_unyielded(messages: list[Message]) -> None:
-    failed = change_visibilities([(message, 0) for message in messages], RELEASE_TIMEOUT)
-    for message in messages:
-        if message in failed:
-            logger.warning("message %s: received, not yielded (the loop was left), and its release failed (%s); it "
-                           "comes back when its visibility expires", message.message_id, failed[message][1])
-        else:
-            logger.info("released message %s (received, not yielded: the loop was left): visible again now",
-                        message.message_id)
+def _admitted(message: Message, order: GroupOrder, notify: Notify | None, payloads: PayloadStore | None,
+              redrive_after: int | None) -> Iterator[tuple[str, dict[str, Any], Message]]:
+    if not order.admit(message):
+        return
+    prepared = prepare_message(message, notify, payloads, redrive_after)
+    if prepared is None:
+        order.settle(message, succeeded=False)
+        return
+    yield prepared[0], prepared[1], message
+    order.settle(message, succeeded=getattr(message, "deleted", False))

@@ -149,3 +149,17 @@ def check_fifo_id(name: str, value: str | None) -> str | None:
     if not 1 <= len(value) <= MAX_FIFO_ID_LENGTH or not all(33 <= ord(c) <= 126 for c in value):
         raise LimitExceeded(name, value, f"1-{MAX_FIFO_ID_LENGTH} printable ASCII characters")
     return value
+
+
+#: After a failed heartbeat, try again this soon (seconds) instead of a full alarm period.
+HEARTBEAT_RETRY_DELAY = 1.0
+#: Bounds on one heartbeat call (seconds): the lease margin, within these.
+MIN_CALL_TIMEOUT = 1.0
+MAX_CALL_TIMEOUT = 10.0
+
+
+def heartbeat_call_timeout(sqs_timeout: float, alarm_timeout: float) -> float:
+    """How long one heartbeat call may take: the lease margin (``sqs_timeout - alarm_timeout``, what a
+    lease has left when a heartbeat is due), within [1, 10] s. A slow answer (a loaded server) still
+    counts while the lease lasts; past it, waiting longer would not save the lease."""
+    return min(MAX_CALL_TIMEOUT, max(MIN_CALL_TIMEOUT, sqs_timeout - alarm_timeout))

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 from sqsmaster import LocalQueue, MessageHandler, open_queue
 from sqsmaster.backends import SendEntry
-from sqsmaster.worker.receiving import PendingLeases
+from sqsmaster.prefetch import PendingLeases
 
 from .workerkit import wait_for
 

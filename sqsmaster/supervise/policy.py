@@ -18,28 +18,22 @@ import time
 from typing import Callable
 
 from ..errors import ConfigurationError, HandlerInterrupt, HardTimeoutExceeded, TaskAbandoned
+from ..limits import (  # noqa: F401  (the heartbeat's call bounds, shared with the prefetch heartbeat)
+    HEARTBEAT_RETRY_DELAY,
+    MAX_CALL_TIMEOUT,
+    MIN_CALL_TIMEOUT,
+    heartbeat_call_timeout,
+)
 
 #: What a task does once its lease is lost: run on to its end, or be stopped.
 ON_LEASE_LOST = ("continue", "stop")
-#: After a failed heartbeat, try again this soon (seconds) instead of a full alarm period.
-HEARTBEAT_RETRY_DELAY = 1.0
 #: A fired interrupt is raised again this often (seconds) until run() returns.
 STICKY_PERIOD = 1.0
 #: Shortest timer the deadline arms; setitimer(0) would mean "off".
 MIN_TICK = 0.001
-#: Bounds on one heartbeat call (seconds): the lease margin, within these.
-MIN_CALL_TIMEOUT = 1.0
-MAX_CALL_TIMEOUT = 10.0
 
 #: Builds the interrupt to raise, given the seconds since the task started (a fresh one each time).
 InterruptFactory = Callable[[float], HandlerInterrupt]
-
-
-def heartbeat_call_timeout(sqs_timeout: float, alarm_timeout: float) -> float:
-    """How long one heartbeat call may take: the lease margin (``sqs_timeout - alarm_timeout``, what a
-    lease has left when a heartbeat is due), within [1, 10] s. A slow answer (a loaded server) still
-    counts while the lease lasts; past it, waiting longer would not save the lease."""
-    return min(MAX_CALL_TIMEOUT, max(MIN_CALL_TIMEOUT, sqs_timeout - alarm_timeout))
 
 
 class HeartbeatPolicy:

@@ -10,13 +10,12 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any
 
 from ..backends import Message, QueueBackend
+from ..consumer import max_receive_count, redrive_policy
 from ..errors import ConfigurationError
 from ..lease import MAX_BACKOFF, Lease
 from ..limits import MAX_BATCH_ENTRIES
@@ -31,17 +30,6 @@ logger = logging.getLogger(__name__)
 DLQ_SEND_VISIBILITY = 60
 
 
-def redrive_policy(queue: QueueBackend) -> dict[str, Any] | None:
-    """The queue's ``RedrivePolicy`` as a dict, or None when it has none."""
-    raw = queue.get_attributes().get("RedrivePolicy")
-    if not raw:
-        return None
-    try:
-        return dict(json.loads(raw))
-    except (TypeError, ValueError):
-        return None
-
-
 class DeadLetter:
     """The dead-letter path for one source queue. ``mode`` is ``redrive``, ``dlq`` or ``keep``."""
 
@@ -54,10 +42,7 @@ class DeadLetter:
     @property
     def max_receive_count(self) -> int | None:
         """The redrive policy's ``maxReceiveCount``: the receive after it moves the message (None: no policy)."""
-        try:
-            return int(self.policy["maxReceiveCount"]) if self.policy else None
-        except (KeyError, TypeError, ValueError):
-            return None
+        return max_receive_count(self.policy)
 
     def moves_after(self, attempt: int) -> bool:
         """True when the redrive policy moves the message at its next receive: ``attempt`` was its last."""

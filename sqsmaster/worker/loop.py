@@ -25,13 +25,14 @@ from ..lease import receive_count
 from ..ordering import GroupOrder
 from ..outcomes import Outcome
 from ..payloads import PayloadStore
+from ..prefetch import PendingLeases
 from ..supervise import DEFAULT_HARD_TIMEOUT
 from .attempts import Outcomes
 from .deletes import DEFAULT_MAX_DELAY, DeleteBatcher
-from .receiving import PendingLeases, Receiver, open_worker_queue, unreachable_backoff
+from .receiving import Receiver, open_worker_queue, unreachable_backoff
 from .registry import TaskSpec, load_tasks
 from .shutdown import FLUSH_TIMEOUT, release_now
-from .signals import ShutdownSignals, WorkerShutdown
+from .signals import ShutdownSignals, WorkerShutdown, block_stop_signals
 from .worklog import AttemptRecord, log_event
 
 logger = logging.getLogger("sqsmaster.worker")
@@ -125,7 +126,8 @@ class WorkerLoop:
         self.receiver = Receiver(self.queues, wait_time=config.wait_time, visibility_timeout=int(config.sqs_timeout),
                                  should_stop=lambda: signals.stopping or self._orphaned(),
                                  long_poll=not config.until_empty)
-        self.pending = PendingLeases(int(config.sqs_timeout), float(config.alarm_timeout or 1))
+        self.pending = PendingLeases(int(config.sqs_timeout), float(config.alarm_timeout or 1),
+                                     thread_setup=block_stop_signals)
         self.order = GroupOrder()
         # Succeeded messages are deleted ten at a time, well inside their visibility timeout.
         self.deletes = DeleteBatcher(max_delay=min(DEFAULT_MAX_DELAY, float(config.sqs_timeout) / 4),
