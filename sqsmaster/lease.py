@@ -37,6 +37,9 @@ MAX_BACKOFF = 900
 DEFAULT_CALL_TIMEOUT = 10.0
 #: Bound (s) on handing a message back when a task ends: the ``with`` block must end soon after a deadline.
 RELEASE_TIMEOUT = 1.0
+#: The code :func:`change_visibilities` gives a change whose call got no answer (it timed out, the
+#: connection dropped): it may have been done at the server all the same.
+NO_ANSWER = "NoAnswer"
 #: The bounds a twin is made for (s): a call's bound is rounded down to one of them, so a worker
 #: keeps a handful of twin clients, not one per distinct timeout.
 CALL_TIMEOUT_STEPS = (1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0)
@@ -260,7 +263,8 @@ def change_visibilities(entries: list[tuple[Any, int]], timeout: float) -> dict[
     """Set the visibility of several received messages: ``(message, seconds)`` pairs, ten to a
     ChangeMessageVisibilityBatch per queue, each call bounded by ``timeout`` (through the queue's
     ``heartbeat_queue``, a client of its own). Returns the messages whose change failed, with (SQS error
-    code, reason); a lost lease shows as one of :data:`~sqsmaster.errors.LEASE_LOST_CODES`. Never raises."""
+    code, reason); a lost lease shows as one of :data:`~sqsmaster.errors.LEASE_LOST_CODES`, a call that got no
+    answer (and may have been done) as :data:`NO_ANSWER`. Never raises."""
     failed: dict[Any, tuple[str, str]] = {}
     by_queue: dict[int, tuple[QueueBackend, list[tuple[Any, int]]]] = {}
     for message, seconds in entries:
@@ -276,7 +280,8 @@ def change_visibilities(entries: list[tuple[Any, int]], timeout: float) -> dict[
             try:
                 errors = twin.change_visibility_batch([(m.receipt_handle, seconds) for m, seconds in chunk])
             except Exception as exc:
-                failed.update((message, (type(exc).__name__, str(exc))) for message, _ in chunk)
+                code = NO_ANSWER if isinstance(exc, QueueError) and exc.code is None else type(exc).__name__
+                failed.update((message, (code, str(exc))) for message, _ in chunk)
                 continue
             for error in errors:
                 message = chunk[int(error["Id"])][0]

@@ -31,6 +31,11 @@ MAX_DELAY_SECONDS = 900
 MAX_MESSAGE_ATTRIBUTES = 10
 #: Longest FIFO MessageGroupId / MessageDeduplicationId.
 MAX_FIFO_ID_LENGTH = 128
+#: Longest queue name, a FIFO queue's ``.fifo`` suffix included.
+MAX_QUEUE_NAME_LENGTH = 80
+
+# A queue name: alphanumerics, hyphens and underscores, and a FIFO queue's ".fifo" suffix.
+_QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]+(\.fifo)?")
 
 # SQS accepts #x9 | #xA | #xD | #x20-#xD7FF | #xE000-#xFFFD | #x10000-#x10FFFF only.
 _INVALID_CHARS = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -68,6 +73,18 @@ def check_visibility_timeout(name: str, seconds: float) -> int:
     """Visibility timeout: whole seconds in [0, 43200]."""
     check_range(name, seconds, 0, MAX_VISIBILITY_TIMEOUT)
     return int(seconds)
+
+
+def check_queue_name(name: str) -> str:
+    """A name CreateQueue accepts: 1 to 80 alphanumerics, hyphens and underscores (``.fifo`` included)."""
+    if not _QUEUE_NAME.fullmatch(name):
+        raise ConfigurationError(f"queue name {name!r}: SQS takes only alphanumeric characters, hyphens and "
+                                 "underscores (and a final .fifo for a FIFO queue)")
+    if len(name) > MAX_QUEUE_NAME_LENGTH:
+        raise LimitExceeded("queue name length", len(name), f"[1, {MAX_QUEUE_NAME_LENGTH}]",
+                            f"{name!r} is {len(name)} characters; SQS takes at most {MAX_QUEUE_NAME_LENGTH} "
+                            "alphanumeric characters, hyphens and underscores")
+    return name
 
 
 def check_delay(delay_seconds: float) -> int:

@@ -261,3 +261,89 @@ def test_repeated_tasks_modules_all_run_and_the_json_log_has_pid_host_banner_and
     # and the per-beat heartbeat line (beta outlived its 1 s beat) is at DEBUG
     beats = [line for line in lines if line.get("event") == "extended"]
     assert beats and {line["level"] for line in beats} == {"DEBUG"}
+
+
+# -- create: what SQS would refuse is refused on our side ------------------------------------------
+
+@pytest.mark.parametrize("name, flags, says", [
+    ("bad name", [], "'bad name'"),
+    ("a" * 81, [], "at most 80"),
+    ("dots.in.name", [], "'dots.in.name'"),
+    ("a" * 77, ["--max-receive-count", "3"], "-dlq"),  # the queue fits, its dead-letter queue NAME-dlq does not
+])
+def test_create_refuses_a_queue_name_sqs_cannot_hold_as_bad_input_and_creates_nothing(
+        name, flags, says, sqs_server, sqs_client, capsys):
+    # Given a moto server and a queue name SQS would refuse
+    url = f"{sqs_server.endpoint}/123456789012/{name}"
+    before = sqs_client.list_queues().get("QueueUrls", [])
+    # When a user creates it
+    code = main(["create", url, *flags])
+    # Then it is bad input (exit 2, not "the work failed"), one line naming the name and the rule
+    assert code == 2
+    line = error_line(capsys)
+    assert says in line and "alphanumeric" in line
+    # And nothing was created (not even the dead-letter queue)
+    assert sqs_client.list_queues().get("QueueUrls", []) == before
+
+
+def test_create_of_a_local_queue_whose_directory_cannot_be_made_is_one_line(capsys):
+    # Given a path under /proc, where no directory can be made
+    # When a user creates a sqlite:// or fq:// queue there
+    for url in ("sqlite:///proc/no-such-dir/q.db?queue=work", "fq:///proc/no-such-dir/work"):
+        code = main(["create", url])
+        # Then one line names the path and the exit code is the one of an unreachable queue, as for fq://
+        assert code == 3, url
+        assert "/proc/no-such-dir" in error_line(capsys)
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["peek", "URL", "-n", "0"], "argument -n: must be >= 1, not '0'"),
+    (["peek", "URL", "-n", "-3"], "argument -n: must be >= 1, not '-3'"),
+    (["redrive", "URL", "--to", "OTHER", "-n", "0"], "argument -n: must be >= 1, not '0'"),
+    (["redrive", "URL", "--to", "OTHER", "-n", "-1"], "argument -n: must be >= 1, not '-1'"),
+    (["submit", "URL", "T", "x=1", "x=2"], "x=2: key 'x' given twice"),
+])
+def test_a_count_or_a_keyword_that_means_nothing_is_refused_not_done_as_nothing(argv, says, tmp_path, capsys):
+    # Given a queue and its dead-letter queue
+    url = f"{sqlite(tmp_path)}&max_receive_count=2"
+    assert main(["create", url]) == 0
+    capsys.readouterr()
+    other = sqlite(tmp_path, "work-dlq")
+    # When a command is given -n 0 (or less), or the same key twice
+    code = main([url if part == "URL" else other if part == "OTHER" else part for part in argv])
+    # Then it is bad usage, one line, not a silent "moved 0 message(s)" / a dropped value with exit 0
+    assert code == 2
+    assert says in error_line(capsys)
+
+
+@pytest.mark.parametrize("query, says", [
+    ("?queue=a&queue=b", "'queue' given twice"),
+    ("?queue=a&visibility_timeout=5&visibility_timeout=60", "'visibility_timeout' given twice"),
+    ("?queue=a&visibility_timeout=abc", "visibility_timeout='abc' must be a whole number"),
+])
+def test_a_local_queue_url_option_given_twice_or_not_a_number_is_named(query, says, tmp_path, capsys):
+    # When a user creates a sqlite:// queue with an option twice (the last would win silently) or not a number
+    code = main(["create", f"sqlite://{tmp_path / 'q.db'}{query}"])
+    # Then it is bad usage, one line naming the option, and nothing is created
+    assert code == 2
+    assert says in error_line(capsys)
+    assert not (tmp_path / "q.db").exists()
+
+
+@pytest.mark.parametrize("flags, says", [
+    (["--queue", "URL"], "is given twice"),
+    (["--queue", "OTHER", "--queue", "OTHER"], "is given twice"),
+    (["--dlq", "URL"], "is also a queue the worker works on"),
+])
+def test_a_worker_given_a_queue_twice_or_its_own_queue_as_dlq_refuses_to_start(flags, says, tmp_path, capsys):
+    # Given two queues (a dead letter sent to the queue it came from would run again, forever)
+    url, other = sqlite(tmp_path), sqlite(tmp_path, "other")
+    assert main(["create", url]) == 0 and main(["create", other]) == 0
+    capsys.readouterr()
+    # When a worker is started with one of them twice, or with its own queue as --dlq
+    argv = ["worker", url, "--tasks", "tests.worker_tasks", "--until-empty",
+            *[url if part == "URL" else other if part == "OTHER" else part for part in flags]]
+    # Then it does not start: one line naming the queue, exit 2
+    assert main(argv) == 2
+    line = error_line(capsys)
+    assert says in line and "queue=" in line

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import decimal
 import json
@@ -138,3 +139,54 @@ def test_aws_endpoint_url_is_honoured(sqs_server, monkeypatch):
     tm = TaskManager(url)
     tm.submit("T", name="n")
     assert tm.attributes()["ApproximateNumberOfMessages"] == "1"
+
+
+# -- task_generator(max_messages > 1): the messages it holds unyielded ---------------------------------
+
+def _nothing():
+    return contextlib.nullcontext()
+
+
+@pytest.mark.parametrize("leave", ["break", "raise"])
+def test_leaving_task_generator_mid_batch_makes_the_unyielded_messages_visible_at_once(leave, make_queue, sqs_client):
+    # Given three tasks, received in one batch of three with a 60 s visibility
+    url = make_queue(visibility_timeout=60)
+    manager = TaskManager(url)
+    for index in range(3):
+        manager.submit("T", name=f"t{index}")
+
+    # When the caller leaves the loop after the first (a break, or an exception out of the loop body)
+    with pytest.raises(RuntimeError) if leave == "raise" else _nothing():
+        for _task, _kwargs, message in manager.task_generator(wait_time=1, sqs_timeout=60, max_messages=3):
+            message.delete()
+            if leave == "raise":
+                raise RuntimeError("the caller's own failure")
+            break
+
+    # Then the two it received but never yielded are visible again now, not after 60 s
+    assert queue_counts(sqs_client, url)[:2] == (2, 0)
+    assert sorted(json.loads(m["Body"])["kwargs"]["name"] for m in drain(sqs_client, url)) == ["t1", "t2"]
+
+
+def test_task_generator_keeps_a_held_message_from_another_consumer_while_the_first_outlasts_the_visibility(
+        make_queue, sqs_client):
+    # Given two tasks received in one batch with a 2 s visibility
+    url = make_queue(visibility_timeout=2)
+    manager = TaskManager(url)
+    for index in range(2):
+        manager.submit("T", name=f"t{index}")
+    generator = manager.task_generator(wait_time=1, sqs_timeout=2, max_messages=2, until_empty=True)
+    task, kwargs, first = next(generator)
+    first.change_visibility(VisibilityTimeout=60)  # as a MessageHandler's heartbeat keeps the running one
+
+    # When the first task outlasts the batch's visibility (3 s: 1 s past it, on a loaded machine too)
+    time.sleep(3)
+
+    # Then another consumer cannot take the second (it is kept hidden: it would run twice)
+    assert sqs_client.receive_message(QueueUrl=url, VisibilityTimeout=60).get("Messages", []) == []
+    first.delete()
+    # And the generator hands it out next, once
+    task, kwargs, second = next(generator)
+    assert kwargs["name"] == "t1"
+    second.delete()
+    assert list(generator) == []

@@ -5,6 +5,7 @@ Every request is counted at the server's door (bench/proxy.py in front of moto),
 
 from __future__ import annotations
 
+import json
 import signal
 import sys
 import threading
@@ -16,7 +17,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from sqsmaster import Registry, Worker, open_queue
-from sqsmaster.worker.longpoll import IDLE_VISIBILITY, LongPoll
+from sqsmaster.worker.longpoll import EXTEND_TIMEOUT, IDLE_VISIBILITY, LongPoll
 from sqsmaster.worker.receiving import receiving_twin
 
 from .workerkit import WorkerRun, client_for, starts, submit, wait_for
@@ -385,3 +386,55 @@ def test_an_idle_pool_costs_a_few_receives_a_minute_per_worker_process_and_stops
     took = time.monotonic() - stopped
     assert code == 0, run.stderr
     assert took < IDLE_STOP, (took, run.stderr)
+
+
+def submit_fifo(client: Any, url: str, task: str, group: str, **kwargs: Any) -> str:
+    return client.send_message(QueueUrl=url, MessageBody=json.dumps({"task": task, "kwargs": kwargs}),
+                               MessageGroupId=group, MessageDeduplicationId=kwargs["id"])["MessageId"]
+
+
+def test_an_idle_worker_on_a_fifo_queue_runs_a_group_in_order_and_sigterm_strands_nothing(
+        make_queue, sqs_client, counted, workers):
+    # Given an idle worker in a long poll of a FIFO queue (60 s visibility for the messages it runs)
+    url = make_queue(visibility_timeout=60, fifo=True)
+    run = workers([through(counted, url)])
+    idle_and_polling(counted, run, [url])
+
+    # When three messages of one group arrive, the long poll wakes it
+    for index in range(3):
+        submit_fifo(sqs_client, url, "note", "g", id=f"fifo{index}")
+    # Then they run in their group's order
+    wait_for(lambda: len(starts(run.record_path)) == 3, timeout=20, message="the three tasks")
+    assert starts(run.record_path) == ["fifo0", "fifo1", "fifo2"]
+
+    # And once idle again (a busy pass that finds the queue empty, then a long poll at the server), a SIGTERM
+    # stops it at once and a message sent meanwhile is not stranded
+    # (the busy pass waits POLL_SLICE = 1 s; 3 s leave room for a loaded machine, inside the 20 s poll)
+    time.sleep(3)
+    stopped = time.monotonic()
+    run.send_signal(signal.SIGTERM)
+    code = run.wait(timeout=10)
+    took = time.monotonic() - stopped
+    sent = submit_fifo(sqs_client, url, "note", "g", id="meanwhile")
+    assert code == 0, run.stderr
+    assert took < IDLE_STOP, (took, run.stderr)
+    assert visible_again_within(sqs_client, url, STRANDED_AT_MOST) == [sent]
+
+
+def test_an_extension_that_times_out_after_an_idle_receive_does_not_strand_the_message_for_the_whole_visibility(
+        sqs_server, sqs_client, fault_proxy, make_queue):
+    # Given a long poll through a proxy that answers the extension later than the poll waits for it (done at
+    # the server: the message is hidden for the 60 s asked; the poll only sees its call time out)
+    url = make_queue(visibility_timeout=60)
+    queue = open_queue(f"{fault_proxy.endpoint}{urlsplit(url).path}")
+    fault_proxy.hold("ChangeMessageVisibilityBatch", EXTEND_TIMEOUT + 2, calls={1})
+    sent = submit(sqs_client, url, "note", id="x")
+
+    # When the poll gets it
+    messages = LongPoll(queue, receiving_twin(queue, 3), 1, 3, 60).start().wait(should_stop=lambda: False)
+
+    # Then it is not handed over (how its lease ended is unknown), and it is visible again within
+    # IDLE_VISIBILITY of the poll's giving up, as the log says, not after the 60 s the server applied
+    assert messages == []
+    assert visible_again_within(sqs_client, url, STRANDED_AT_MOST) == [sent]
+    queue.close()

@@ -45,8 +45,12 @@ class QueueOptions:
 
 
 def split_query(query: str, allowed: set[str]) -> dict[str, str]:
-    """The query string as a dict; an unknown key raises ConfigurationError naming the known ones."""
-    params = dict(parse_qsl(query, keep_blank_values=True))
+    """The query string as a dict; an unknown key, or one given twice, raises ConfigurationError naming it."""
+    pairs = parse_qsl(query, keep_blank_values=True)
+    params = dict(pairs)
+    if len(params) < len(pairs):  # dict() keeps the last: a typo would silently pick another queue
+        twice = sorted({key for key, _ in pairs if sum(1 for other, _ in pairs if other == key) > 1})
+        raise ConfigurationError(f"queue URL option {twice[0]!r} given twice; give each option once")
     unknown = set(params) - allowed
     if unknown:
         raise ConfigurationError(f"unknown queue URL option(s) {sorted(unknown)}; known: {sorted(allowed)}")
@@ -56,18 +60,26 @@ def split_query(query: str, allowed: set[str]) -> dict[str, str]:
 OPTION_NAMES = {f.name for f in fields(QueueOptions)}
 
 
+def _whole(params: dict[str, str], name: str, default: int) -> int:
+    """The URL option ``name`` as a whole number; ConfigurationError naming it when it is not one."""
+    text = params.get(name)
+    if text is None:
+        return default
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigurationError(f"queue URL option {name}={text!r} must be a whole number") from None
+
+
 def parse_options(params: dict[str, str], default_dead_letter: str) -> tuple[QueueOptions, set[str]]:
     """QueueOptions from URL parameters, and the names the URL gave explicitly.
 
     ``max_receive_count`` without ``dead_letter`` sends dead letters to ``default_dead_letter``.
     """
     given = OPTION_NAMES & set(params)
-    try:
-        visibility = int(params.get("visibility_timeout", DEFAULT_VISIBILITY_TIMEOUT))
-        delay = int(params.get("delay_seconds", 0))
-        max_receive = int(params.get("max_receive_count", 0))
-    except ValueError as exc:
-        raise ConfigurationError(f"queue URL options must be integers: {exc}") from exc
+    visibility = _whole(params, "visibility_timeout", DEFAULT_VISIBILITY_TIMEOUT)
+    delay = _whole(params, "delay_seconds", 0)
+    max_receive = _whole(params, "max_receive_count", 0)
     check_range("visibility_timeout", visibility, 0, MAX_VISIBILITY_TIMEOUT)
     check_range("delay_seconds", delay, 0, MAX_DELAY_SECONDS)
     check_range("max_receive_count", max_receive, 0, MAX_RECEIVE_COUNT)

@@ -189,7 +189,10 @@ class SqliteQueue(DurableQueue):
         return f"{self.path} has no queue {self.name!r}; it has {', '.join(map(repr, names)) or 'none'}"
 
     def _create(self) -> tuple[QueueOptions, bool]:
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # as an fq:// queue's: one line naming the path, not a traceback
+            raise QueueError(f"sqlite queue {self.url}: {exc}") from exc
         wanted = self._wanted
         with self._transaction() as db:
             for statement in filter(str.strip, _SCHEMA.split(";")):

@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import LEASE_LOST_CODES, CredentialsMissing, LeaseLost, QueueDoesNotExist, QueueError
+from ..limits import check_queue_name
 from .base import Message, QueueBackend, SendEntry
 
 logger = logging.getLogger(__name__)
@@ -265,15 +266,18 @@ class SqsQueue(QueueBackend):
 
         A ``.fifo`` name makes a FIFO queue. With ``max_receive_count``, also a dead-letter queue
         ``NAME-dlq`` (``NAME-dlq.fifo``) and a redrive policy that moves a message there after that
-        many receives. Raises QueueError (an existing queue with other attributes: ``QueueAlreadyExists``).
+        many receives. Raises ConfigurationError for a name SQS would refuse (checked before anything is
+        sent), QueueError (an existing queue with other attributes: ``QueueAlreadyExists``).
         """
         name = self.url.rstrip("/").rsplit("/", 1)[-1]
         fifo = name.endswith(".fifo")
+        check_queue_name(name)
         attributes: dict[str, str] = {"FifoQueue": "true"} if fifo else {}
         if visibility_timeout is not None:
             attributes["VisibilityTimeout"] = str(int(visibility_timeout))
         if max_receive_count:
             dead_letter_name = f"{name[:-5]}-dlq.fifo" if fifo else f"{name}-dlq"
+            check_queue_name(dead_letter_name)  # before either queue is made: none or both
             dead_letter = self._client_call("create_queue", QueueName=dead_letter_name,
                                             Attributes={"FifoQueue": "true"} if fifo else {})["QueueUrl"]
             arn = self._client_call("get_queue_attributes", QueueUrl=dead_letter,

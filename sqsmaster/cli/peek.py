@@ -6,6 +6,8 @@ import argparse
 import sys
 from typing import Any
 
+from .worker import _at_least
+
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
@@ -15,7 +17,8 @@ def register(subparsers: Any) -> None:
                     "queue, so on a queue with a redrive policy this refuses unless --force. Exit codes: 0 ok, "
                     "2 refused, 3 queue missing or unreachable.")
     parser.add_argument("url", metavar="QUEUE_URL")
-    parser.add_argument("-n", type=int, default=10, metavar="N", help="how many messages (default 10)")
+    parser.add_argument("-n", type=_at_least(1, integer=True), default=10, metavar="N",
+                        help="how many messages (default 10)")
     parser.add_argument("--force", action="store_true", help="peek even though the queue has a redrive policy")
     parser.set_defaults(func=run)
 

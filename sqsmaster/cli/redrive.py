@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from . import EXIT_FAILURE, EXIT_OK
+from .worker import _at_least
 
 
 def register(subparsers: Any) -> None:
@@ -19,7 +20,8 @@ def register(subparsers: Any) -> None:
                     "is the DLQ itself, 3 a queue missing or unreachable.")
     parser.add_argument("dlq_url", metavar="DLQ_URL")
     parser.add_argument("--to", required=True, metavar="URL", help="the queue to move the messages to")
-    parser.add_argument("-n", type=int, default=None, metavar="N", help="move at most N messages")
+    parser.add_argument("-n", type=_at_least(1, integer=True), default=None, metavar="N",
+                        help="move at most N messages")
     parser.set_defaults(func=run)
 
 

@@ -26,8 +26,10 @@ def register(subparsers: Any) -> None:
 
 
 def parse_kwargs(pairs: list[str], json_kwargs: str | None) -> dict[str, Any]:
-    """``--json`` then each ``key=value`` (the value as JSON if it parses, else the string)."""
+    """``--json`` then each ``key=value`` (the value as JSON if it parses, else the string; a key=value
+    overrides --json, a key given twice as key=value is a ConfigurationError)."""
     kwargs: dict[str, Any] = {}
+    seen: set[str] = set()
     if json_kwargs:
         try:
             loaded = json.loads(json_kwargs)
@@ -40,6 +42,9 @@ def parse_kwargs(pairs: list[str], json_kwargs: str | None) -> dict[str, Any]:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise ConfigurationError(f"expected key=value, got {pair!r}")
+        if key in seen:  # the last would silently win, as with --tasks given twice
+            raise ConfigurationError(f"{pair}: key {key!r} given twice")
+        seen.add(key)
         try:
             kwargs[key] = json.loads(value)
         except ValueError:

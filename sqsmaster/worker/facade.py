@@ -97,6 +97,7 @@ class Worker:
         urls = ([queue] if isinstance(queue, str) else list(queue)) + list(queues or [])
         if not urls:
             raise ConfigurationError("a worker needs at least one queue URL")
+        _check_distinct(urls, dlq)
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ConfigurationError(f"concurrency must be an int >= 1, not {concurrency!r}")
         if isinstance(prefetch, bool) or not isinstance(prefetch, int) or not 0 <= prefetch < MAX_RECEIVE_MESSAGES:
@@ -139,6 +140,17 @@ class Worker:
                     "sqs-timeout %gs, heartbeat every %gs, hard-timeout %gs, grace %gs, prefetch %d", __version__,
                     os.getpid(), socket.gethostname(), platform.python_version(), config.concurrency, config.isolation,
                     config.sqs_timeout, config.alarm_timeout or 0, config.hard_timeout, config.grace, config.prefetch)
+
+
+def _check_distinct(urls: list[str], dlq: str | None) -> None:
+    """A queue listed twice would be received from twice per pass; a --dlq that is a worked queue would
+    send each dead letter back to run again, forever."""
+    for index, url in enumerate(urls):
+        if url in urls[:index]:
+            raise ConfigurationError(f"queue {url} is given twice; list each queue once, in priority order")
+    if dlq is not None and dlq in urls:
+        raise ConfigurationError(f"--dlq {dlq} is also a queue the worker works on: each dead letter would run "
+                                 "again; give a queue of its own")
 
 
 def _check_job_log(path: str) -> None:

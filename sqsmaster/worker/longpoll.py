@@ -34,7 +34,7 @@ import time
 from typing import Callable
 
 from ..backends import Message, QueueBackend
-from ..lease import RELEASE_TIMEOUT, change_visibilities
+from ..lease import NO_ANSWER, RELEASE_TIMEOUT, change_visibilities
 from .signals import block_stop_signals
 
 logger = logging.getLogger("sqsmaster.worker")
@@ -138,14 +138,19 @@ class LongPoll:
             else:
                 message.leased(self.visibility_timeout, at=sent_at)
                 kept.append(message)
+        # A call that got no answer may have been done at the server (hidden for the whole visibility):
+        # release those, so they come back now, not after the visibility timeout. (An error answer: not done.)
+        unknown = [message for message in messages if message in failed and failed[message][0] == NO_ANSWER]
+        if unknown:
+            self._release(unknown, "its extension failed")
         return kept
 
-    def _release(self, messages: list[Message]) -> None:
+    def _release(self, messages: list[Message], why: str = "received after the worker stopped listening") -> None:
         failed = change_visibilities([(message, 0) for message in messages], RELEASE_TIMEOUT)
         for message in messages:
             if message in failed:
-                logger.warning("message %s: received after the worker stopped listening and not released (%s); "
-                               "it comes back within %ds", message.message_id, failed[message][1], IDLE_VISIBILITY)
+                logger.warning("message %s: %s, and not released (%s); it comes back when the visibility the "
+                               "server last applied expires (%ds, or the worker's)", message.message_id, why,
+                               failed[message][1], IDLE_VISIBILITY)
             else:
-                logger.info("released message %s (received after the worker stopped listening): visible again now",
-                            message.message_id)
+                logger.info("released message %s (%s): visible again now", message.message_id, why)
