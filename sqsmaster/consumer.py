@@ -24,6 +24,7 @@ from .lease import Lease, default_backoff, notify_context, receive_count
 from .limits import check_max_messages, check_visibility_timeout, check_wait_time
 from .ordering import GroupOrder
 from .payloads import PayloadStore, resolve_payload
+from .prefetch import PendingLeases
 
 logger = logging.getLogger(__name__)
 
@@ -146,8 +147,6 @@ def task_generator(queue: QueueBackend, *, wait_time: float = 20, sqs_timeout: f
     queue, when a message is not deleted by the time the loop resumes (it failed), the later
     messages of its group from the same receive are released unrun (:class:`GroupOrder`).
     """
-    from .prefetch import PendingLeases  # the prefetch heartbeat, shared with the worker
-
     wait = check_wait_time(wait_time)
     visibility = check_visibility_timeout("sqs_timeout", sqs_timeout)
     count = check_max_messages(max_messages)

@@ -136,6 +136,15 @@ def fault_proxy(sqs_server: EmbeddedSQS) -> Iterator[Any]:
         yield proxy
 
 
+@pytest.fixture
+def bucket(sqs_server) -> tuple[Any, str]:
+    """A fresh bucket on the same moto server (it serves S3 too) and an S3 client on it."""
+    s3 = boto3.client("s3", endpoint_url=sqs_server.endpoint, region_name="us-east-1")
+    name = f"payloads-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=name)
+    return s3, name
+
+
 def queue_counts(client: Any, url: str) -> tuple[int, int, int]:
     """(visible, in flight, delayed) as the server reports them."""
     attributes = client.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]

@@ -6,7 +6,6 @@ import time
 import uuid
 from typing import Any
 
-import boto3
 import pytest
 
 from sqsmaster import MessageHandler, TaskCall, TaskManager, delays
@@ -123,15 +122,6 @@ def test_eta_past_the_native_delay_runs_when_due(make_queue, short_hops):
         assert datetime.datetime.now(datetime.timezone.utc) >= eta
         message.delete()
         break
-
-
-@pytest.fixture
-def bucket(sqs_server) -> tuple[Any, str]:
-    """A fresh bucket on the same moto server (it serves S3 too) and an S3 client on it."""
-    s3 = boto3.client("s3", endpoint_url=sqs_server.endpoint, region_name="us-east-1")
-    name = f"payloads-{uuid.uuid4().hex[:12]}"
-    s3.create_bucket(Bucket=name)
-    return s3, name
 
 
 def objects(s3: Any, bucket: str) -> list[str]:

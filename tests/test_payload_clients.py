@@ -7,7 +7,6 @@ makes a real client: every fetch and delete goes to the moto server over HTTP).
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import boto3
@@ -31,14 +30,6 @@ def s3_clients_made(monkeypatch) -> list[str]:
 
     monkeypatch.setattr(boto3, "client", counting)
     return made
-
-
-@pytest.fixture
-def bucket(sqs_server) -> tuple[Any, str]:
-    s3 = boto3.client("s3", endpoint_url=sqs_server.endpoint, region_name="us-east-1")
-    name = f"payloads-{uuid.uuid4().hex[:12]}"
-    s3.create_bucket(Bucket=name)
-    return s3, name
 
 
 def submit_large(url: str, s3: Any, bucket: str, names: list[str]) -> None:
