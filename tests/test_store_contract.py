@@ -14,9 +14,9 @@ from sqsmaster.store import AttemptRow, Flag, JobFilter, WorkerRow, open_store
 NOW = 1_800_000_000.0
 
 
-@pytest.fixture(params=["sqlite"])
-def store(request, tmp_path):
-    opened = open_store(f"sqlite:///{tmp_path}/jobs.db")
+@pytest.fixture(params=["sqlite", "dynamodb"])
+def store(request, make_store_url):
+    opened = open_store(make_store_url(request.param))
     yield opened
     opened.close()
 
