@@ -126,12 +126,14 @@ class DynamoStore:
         self.table = self.where.table
         self._errors = (BotoCoreError, ClientError)
         self._client = make_client(self.where)
+        #: What opening the store created (lines for an operator), empty when the table was there.
+        self.made: list[str] = []
         description = self._guard("DescribeTable", describe, client=self._client, table=self.table)
         if description is None:
             if not create:
                 raise StoreError(f"job store {url}: DynamoDB table {self.table} does not exist "
                                  f"(run: sqsmaster store create '{url}')")
-            self.create()
+            self.made = self.create()
         else:
             check_layout(description, url)
 
