@@ -149,7 +149,7 @@ class DynamoStore:
             raise StoreError(self._describe_error(operation, exc)) from exc
 
     def _describe_error(self, operation: str, exc: Exception) -> str:
-        error = getattr(exc, "response", {}).get("Error", {})
+        error = (getattr(exc, "response", None) or {}).get("Error", {})  # a timeout has no response
         if error.get("Code") == "ResourceNotFoundException":
             return (f"job store {self.url}: DynamoDB table {self.table} does not exist "
                     f"(run: sqsmaster store create '{self.url}')")
@@ -167,7 +167,8 @@ class DynamoStore:
             return True
         except StoreError as exc:
             cause = exc.__cause__
-            if getattr(cause, "response", {}).get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+            if (getattr(cause, "response", None) or {}).get("Error", {}).get("Code") == \
+                    "ConditionalCheckFailedException":
                 return False
             raise
 
