@@ -59,27 +59,38 @@ def test_jobs_shows_running_rows_with_their_clocks_and_a_dead_workers_row_as_sta
     url, now = fleet
     # When an operator lists the jobs
     result = sqsmaster("jobs", store=url)
-    # Then one aligned line per attempt, newest first, under a header
+    late = time.time() - now  # how long after the rows were written the command may have looked at them
+    # Then one aligned line per attempt, newest first, under a header: every column starts where its title does
     assert result.returncode == 0, result.stderr
     header, *lines = result.stdout.splitlines()
     assert [line.split()[0] for line in lines] == ["m-run", "m-dead", "m-fail", "m-fail", "m-ok"]
-    for column in ("STATUS", "LEFT", "HEARTBEAT", "WORKER"):
-        assert {line[header.index(column):].split()[0] for line in lines} and all(
-            line[header.index(column) - 2:header.index(column)] == "  " for line in lines)
-    running, dead = lines[0], lines[1]
+    starts = [header.index(title) for title in ("TRY", "TASK", "STATUS", "STARTED", "TIME", "LEFT", "HEARTBEAT",
+                                                 "WORKER", "QUEUE")]
+    assert all(line[at - 1] == " " and line[at] != " " for line in lines for at in starts)
+    cells = [[line[a:b].strip() for a, b in zip([0, *starts], [*starts, None])] for line in lines]
     # And the running one shows its status, how long it has run, the time left and its heartbeat's age
-    assert running[header.index("STATUS"):].startswith("running")
-    assert re.search(r"running\s+3m2\ds ago\s+3m2\ds\s+1m[34]\ds\s+1\ds ago\s+h1:7\s+solver-jobs$", running)
+    _, _, _, status, started, elapsed, left, beat, worker, queue = cells[0]
+    assert (status, worker, queue) == ("running", "h1:7", "solver-jobs")
+    assert 200 <= seconds(started) <= 200 + late and 200 <= seconds(elapsed) <= 200 + late
+    assert 100 - late - 1 <= seconds(left) <= 100 and 10 <= seconds(beat) <= 10 + late
     # And the one whose worker died is stale, with no time left shown
-    assert re.search(r"stale\s+16m4\ds ago\s+16m4\ds\s+-\s+8m2\ds ago\s+h2:8", dead)
+    _, _, _, status, started, elapsed, left, beat, worker, _ = cells[1]
+    assert (status, left, worker) == ("stale", "-", "h2:8")
+    assert 1000 <= seconds(started) <= 1000 + late and 500 <= seconds(beat) <= 500 + late
+
+
+def seconds(shown: str) -> int:
+    """The seconds of a shown duration (``3m20s``, ``3m20s ago``), read back."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    return sum(int(n) * units[u] for n, u in re.findall(r"(\d+)([smhd])", shown.replace(" ago", "")))
 
 
 def test_jobs_json_filters_by_status_task_queue_and_since(fleet):
     url, now = fleet
     running = json.loads(sqsmaster("jobs", "--running", "--json", store=url).stdout)["jobs"]
+    late = time.time() - now
     assert [(j["message_id"], j["status"]) for j in running] == [("m-run", "running")]
-    # 20 s of margin: the subprocess starts on a loaded machine
-    assert 80 < running[0]["time_left"] <= 100 and 10 <= running[0]["heartbeat_age"] < 30
+    assert 100 - late <= running[0]["time_left"] <= 100 and 10 <= running[0]["heartbeat_age"] <= 10 + late
     assert ids(sqsmaster("jobs", "--stale", "--json", store=url)) == ["m-dead"]
     assert ids(sqsmaster("jobs", "--failed", "--since", "2h", "--json", store=url)) == ["m-fail", "m-fail"]
     assert ids(sqsmaster("jobs", "--task", "solve", "--queue", "https://q/other", "--json", store=url)) == ["m-ok"]
@@ -112,11 +123,12 @@ def test_job_shows_every_attempt_oldest_first_with_its_traceback(fleet):
 def test_workers_lists_each_process_and_flags_the_silent_one(fleet):
     url, now = fleet
     result = sqsmaster("workers", store=url)
+    late = time.time() - now
     assert result.returncode == 0, result.stderr
     header, alive, silent = result.stdout.splitlines()
-    assert header.split()[:3] == ["WORKER", "STATE", "BUSY"]
-    assert re.match(r"h1:7\s+alive\s+1/2\s+\d+s ago", alive)
-    assert re.match(r"h2:8\s+stale\s+1/1\s+15m\d\ds ago", silent)
+    assert header.split()[:4] == ["WORKER", "STATE", "BUSY", "LAST"]
+    assert alive.split()[:3] == ["h1:7", "alive", "1/2"] and 5 <= seconds(alive.split()[3]) <= 5 + late
+    assert silent.split()[:3] == ["h2:8", "stale", "1/1"] and 900 <= seconds(silent.split()[3]) <= 900 + late
     workers = json.loads(sqsmaster("workers", "--json", "--stale-after", "3600", store=url).stdout)["workers"]
     assert [(w["worker"], w["state"], w["queues"]) for w in workers] == [("h1:7", "alive", [QUEUE]),
                                                                         ("h2:8", "alive", [QUEUE])]

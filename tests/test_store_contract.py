@@ -98,6 +98,9 @@ def test_filters_by_text_exception_queue_and_time(store):
     assert ids(JobFilter(since=NOW + 5)) == ["m2"]
     assert ids(JobFilter(worker="h1:7")) == ["m2", "m1"]
     assert ids(JobFilter(worker="h2:7")) == []
+    counts = [store.count(where, NOW + 20) for where in (JobFilter(text="alice"), JobFilter(exception="Error"),
+              JobFilter(queue="q2", until=NOW + 10), JobFilter(until=NOW + 9), JobFilter(worker="h1:7"))]
+    assert counts == [1, 2, 1, 1, 2]
 
 
 def test_workers_are_listed_most_recently_seen_first(store):

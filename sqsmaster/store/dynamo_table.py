@@ -6,9 +6,12 @@ table's layout is described there.
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import os
 import re
+import zlib
 from dataclasses import dataclass
 from typing import Any, Mapping
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -39,6 +42,9 @@ BY_START, RUNNING = "by_start", "running"
 #: none of them changes on a heartbeat, so a heartbeat never writes to the index.
 LISTED = ["message_id", "attempt", "task", "queue", "host", "pid", "started", "ended", "outcome", "exception",
           "kwargs"]
+
+#: Index partitions of the listing (see :mod:`sqsmaster.store.dynamodb`). Changing it orphans rows already written.
+SHARDS = 4
 
 _TABLE_NAME = re.compile(r"[A-Za-z0-9_.-]{3,255}")
 _PARAMS = {"region", "endpoint", "keep_succeeded", "keep_failed"}
@@ -96,6 +102,33 @@ def make_client(where: TableUrl) -> Any:
     if endpoint and "amazonaws.com" not in endpoint and session.get_credentials() is None:
         kwargs.update(aws_access_key_id="sqsmaster", aws_secret_access_key="sqsmaster")
     return session.client("dynamodb", **kwargs)
+
+
+# -- keys and cursors --
+
+def when_of(started: float, message_id: str, attempt: int) -> str:
+    """The indexes' sort key: unique, and sorting as the start time does."""
+    return f"{started:017.6f}#{message_id}#{attempt:010d}"
+
+
+def shard_of(message_id: str) -> str:
+    return f"s{zlib.crc32(message_id.encode()) % SHARDS}"
+
+
+def attempt_key(message_id: str, attempt: int) -> dict[str, Any]:
+    return {"pk": {"S": f"M#{message_id}"}, "sk": {"S": f"attempt#{attempt:010d}"}}
+
+
+def encode_cursor(when: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps([when]).encode()).decode()
+
+
+def decode_cursor(cursor: str) -> str:
+    try:
+        [when] = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return str(when)
+    except (ValueError, TypeError) as exc:
+        raise ConfigurationError(f"not a page cursor of this store: {cursor!r}") from exc
 
 
 # -- items: DynamoDB's typed values from and to plain Python ones --

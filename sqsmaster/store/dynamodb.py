@@ -40,16 +40,12 @@ about 15 s); any failure is a :class:`StoreError` naming the table.
 
 from __future__ import annotations
 
-import base64
 import heapq
-import json
 import os
 import time
-import zlib
 from dataclasses import asdict
 from typing import Any, Callable, Iterable, Iterator
 
-from ..errors import ConfigurationError
 from .base import (
     FAILURE_TTL,
     SUCCESS_TTL,
@@ -65,20 +61,24 @@ from .base import (
 from .dynamo_table import (
     BY_START,
     RUNNING,
+    SHARDS,
     TTL_ATTRIBUTE,
+    attempt_key,
     check_layout,
     create_table,
+    decode_cursor,
     describe,
+    encode_cursor,
     field_types,
     filter_expression,
     from_item,
     make_client,
     parse_table_url,
+    shard_of,
     to_item,
+    when_of,
 )
 
-#: Index partitions of the listing (see the module's docstring). Changing it orphans rows already written.
-SHARDS = 4
 #: Items a query reads per call while walking an index.
 _SCAN = 200
 #: DynamoDB's bounds on one BatchGetItem / BatchWriteItem.
@@ -89,30 +89,6 @@ _WORKER = field_types(WorkerRow)
 _FLAG = field_types(Flag)
 _ACTION = field_types(ActionRow)
 _HIGHEST = "~"  # sorts after every ``when`` (digits)
-
-
-def _when(started: float, message_id: str, attempt: int) -> str:
-    return f"{started:017.6f}#{message_id}#{attempt:010d}"
-
-
-def _shard(message_id: str) -> str:
-    return f"s{zlib.crc32(message_id.encode()) % SHARDS}"
-
-
-def _attempt_key(message_id: str, attempt: int) -> dict[str, Any]:
-    return {"pk": {"S": f"M#{message_id}"}, "sk": {"S": f"attempt#{attempt:010d}"}}
-
-
-def _encode_cursor(when: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps([when]).encode()).decode()
-
-
-def _decode_cursor(cursor: str) -> str:
-    try:
-        [when] = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return str(when)
-    except (ValueError, TypeError) as exc:
-        raise ConfigurationError(f"not a page cursor of this store: {cursor!r}") from exc
 
 
 class DynamoStore:
@@ -136,6 +112,8 @@ class DynamoStore:
             self.made = self.create()
         else:
             check_layout(description, url)
+            if description.get("TableStatus") == "CREATING":  # another process is making it: wait, as it does
+                self.create()
 
     def create(self) -> list[str]:
         """Create the table and switch its TTL on (idempotent); what was done, one line each."""
@@ -182,9 +160,9 @@ class DynamoStore:
 
     def _attempt_item(self, row: AttemptRow) -> dict[str, Any]:
         item = to_item(asdict(row))
-        item.update(_attempt_key(row.message_id, row.attempt))
-        item["shard"] = {"S": _shard(row.message_id)}
-        item["when"] = {"S": _when(row.started, row.message_id, row.attempt)}
+        item.update(attempt_key(row.message_id, row.attempt))
+        item["shard"] = {"S": shard_of(row.message_id)}
+        item["when"] = {"S": when_of(row.started, row.message_id, row.attempt)}
         if row.outcome is None:
             item["running"] = item["shard"]
         elif row.ended is not None:
@@ -193,7 +171,7 @@ class DynamoStore:
         return item
 
     def heartbeat(self, message_id: str, attempt: int, at: float, heartbeats: int) -> None:
-        self._write_if("UpdateItem", Key=_attempt_key(message_id, attempt),
+        self._write_if("UpdateItem", Key=attempt_key(message_id, attempt),
                        UpdateExpression="SET #last = :at, #beats = :n",
                        ConditionExpression="attribute_exists(pk) AND attribute_not_exists(#outcome) AND "
                                            "(attribute_not_exists(#beats) OR #beats <= :n)",
@@ -235,7 +213,7 @@ class DynamoStore:
 
     # -- reads --
     def attempts(self, where: JobFilter, now: float, limit: int = 50, cursor: str | None = None) -> Page:
-        below = _decode_cursor(cursor) if cursor is not None else _HIGHEST
+        below = decode_cursor(cursor) if cursor is not None else _HIGHEST
         found = []
         for when, row in self._matching(where, now, below):
             found.append((when, row))
@@ -245,10 +223,31 @@ class DynamoStore:
         rows = self._full_rows([row for _, row in page]) if where.status not in ("running", "stale") else \
             [row for _, row in page]
         more = len(found) > limit and page
-        return Page(rows, _encode_cursor(page[-1][0]) if more else None)
+        return Page(rows, encode_cursor(page[-1][0]) if more else None)
 
     def count(self, where: JobFilter, now: float) -> int:
-        return sum(1 for _ in self._matching(where, now, _HIGHEST))
+        if where.status in ("running", "stale") or where.worker is not None:
+            return sum(1 for _ in self._matching(where, now, _HIGHEST))
+        # every other part of a filter is DynamoDB's to apply: it counts, and sends no row back
+        total = 0
+        for shard in range(SHARDS):
+            request = {**self._listing(shard, *self._bounds(where, _HIGHEST), where), "Select": "COUNT"}
+            del request["Limit"]
+            while True:
+                answer = self._call("Query", **request)
+                total += int(answer.get("Count", 0))
+                if "LastEvaluatedKey" not in answer:
+                    break
+                request["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
+        return total
+
+    @staticmethod
+    def _bounds(where: JobFilter, below: str) -> tuple[str, str]:
+        """The listing index's ``when`` range for ``where``'s since/until, under ``below`` (a cursor)."""
+        low = f"{where.since:017.6f}" if where.since is not None else "0"
+        if where.until is not None:
+            below = min(below, f"{where.until:017.6f}$")  # '$' sorts after '#': every row started at `until`
+        return low, below
 
     def _matching(self, where: JobFilter, now: float, below: str) -> Iterator[tuple[str, AttemptRow]]:
         """``(when, row)`` of matching attempts with ``when < below``, newest first. Rows from the listing
@@ -256,9 +255,7 @@ class DynamoStore:
         if where.status in ("running", "stale"):
             yield from self._running(where, now, below)
             return
-        low = f"{where.since:017.6f}" if where.since is not None else "0"
-        if where.until is not None:
-            below = min(below, f"{where.until:017.6f}$")  # '$' sorts after '#': every row started at `until`
+        low, below = self._bounds(where, below)
         walks = [self._walk(shard, low, below, where) for shard in range(SHARDS)]
         for item in heapq.merge(*walks, key=lambda item: item["when"]["S"], reverse=True):
             row = AttemptRow(**from_item(item, _ATTEMPT))
@@ -268,17 +265,23 @@ class DynamoStore:
     def _walk(self, shard: int, low: str, below: str, where: JobFilter) -> Iterator[dict[str, Any]]:
         """One shard of the listing index, newest first, from just below ``below`` down to ``low``; the
         filter's simple parts are applied by DynamoDB (:func:`matches` checks everything again)."""
-        request: dict[str, Any] = {
-            "IndexName": BY_START, "ScanIndexForward": False, "Limit": _SCAN,
-            "KeyConditionExpression": "#shard = :shard AND #when BETWEEN :low AND :below"}
-        request.update(filter_expression(where, {"#shard": "shard", "#when": "when"},
-                                         {":shard": {"S": f"s{shard}"}, ":low": {"S": low}, ":below": {"S": below}}))
+        request = self._listing(shard, low, below, where)
         while True:
             answer = self._call("Query", **request)
             yield from (item for item in answer.get("Items", []) if item["when"]["S"] < below)
             if "LastEvaluatedKey" not in answer:
                 return
             request["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
+
+    @staticmethod
+    def _listing(shard: int, low: str, below: str, where: JobFilter) -> dict[str, Any]:
+        """A Query of one shard of the listing index, newest first, ``low <= when <= below``, filtered."""
+        request: dict[str, Any] = {
+            "IndexName": BY_START, "ScanIndexForward": False, "Limit": _SCAN,
+            "KeyConditionExpression": "#shard = :shard AND #when BETWEEN :low AND :below"}
+        request.update(filter_expression(where, {"#shard": "shard", "#when": "when"},
+                                         {":shard": {"S": f"s{shard}"}, ":low": {"S": low}, ":below": {"S": below}}))
+        return request
 
     def _running(self, where: JobFilter, now: float, below: str) -> Iterator[tuple[str, AttemptRow]]:
         keys = []
@@ -303,11 +306,11 @@ class DynamoStore:
     def _full_rows(self, rows: list[AttemptRow]) -> list[AttemptRow]:
         """The rows themselves (the listing index carries only some attributes), in ``rows``' order;
         a row deleted since it was listed is left out."""
-        items = self._batch_get([_attempt_key(row.message_id, row.attempt) for row in rows])
+        items = self._batch_get([attempt_key(row.message_id, row.attempt) for row in rows])
         by_key = {(item["pk"]["S"], item["sk"]["S"]): item for item in items}
         full = []
         for row in rows:
-            key = _attempt_key(row.message_id, row.attempt)
+            key = attempt_key(row.message_id, row.attempt)
             item = by_key.get((key["pk"]["S"], key["sk"]["S"]))
             if item is not None:
                 full.append(AttemptRow(**from_item(item, _ATTEMPT)))
@@ -406,7 +409,7 @@ class DynamoStore:
                 row = AttemptRow(**from_item(item, _ATTEMPT))
                 keep = success_ttl if row.outcome == "succeeded" else failure_ttl
                 if row.outcome is not None and row.ended is not None and row.ended < now - keep:
-                    due.append({"DeleteRequest": {"Key": _attempt_key(row.message_id, row.attempt)}})
+                    due.append({"DeleteRequest": {"Key": attempt_key(row.message_id, row.attempt)}})
         self._batch_write(due)
         return len(due)
 
