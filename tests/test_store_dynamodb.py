@@ -87,7 +87,15 @@ def test_a_call_to_a_frozen_server_gives_up_within_its_bound(frozen_moto):
     # to run the client's own code, and the bound is what the README promises, not a measurement)
     assert READ_TIMEOUT <= took < CALL_BOUND + 10, took
     assert "\n" not in str(raised.value)
-    # And once the server answers again, writing the row again leaves one row (the timed-out write may still have
-    # landed late: an ambiguous outcome, which idempotent writes make harmless)
+    # And once the server answers again, the attempt's end is what the store keeps, even though the timed-out start
+    # write (and botocore's retry of it) may land after it: the server had them queued when it froze
     store.put_attempt(AttemptRow("m1", 1, "t", "q", "h", 1, NOW, outcome="succeeded", ended=NOW + 1))
     assert [(r.message_id, r.outcome) for r in store.attempts(JobFilter(), NOW).rows] == [("m1", "succeeded")]
+
+
+def test_a_late_start_write_never_turns_a_finished_attempt_back_to_running(make_store_url):
+    store = open_store(make_store_url("dynamodb"))
+    store.put_attempt(AttemptRow("m1", 1, "t", "q", "h", 1, NOW, outcome="succeeded", ended=NOW + 1))
+    store.put_attempt(AttemptRow("m1", 1, "t", "q", "h", 1, NOW))
+    assert [r.outcome for r in store.attempts_of("m1")] == ["succeeded"]
+    assert store.attempts(JobFilter(status="running"), NOW).rows == []

@@ -152,7 +152,13 @@ class DynamoStore:
 
     # -- writes --
     def put_attempt(self, row: AttemptRow) -> None:
-        self._call("PutItem", Item=self._attempt_item(row))
+        """As the protocol says, except that a running row never replaces a finished one: an attempt ends once,
+        and a start write that timed out may still land after the end was written (an ambiguous outcome)."""
+        if row.outcome is not None:
+            self._call("PutItem", Item=self._attempt_item(row))
+        else:
+            self._write_if("PutItem", Item=self._attempt_item(row), ConditionExpression="attribute_not_exists(#o)",
+                           ExpressionAttributeNames={"#o": "outcome"})
 
     def put_attempts(self, rows: Iterable[AttemptRow]) -> None:
         """Write many rows, 25 per request (BatchWriteItem): for imports and bulk fills."""
