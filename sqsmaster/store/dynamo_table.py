@@ -277,9 +277,10 @@ def create_table(client: Any, table: str) -> list[str]:
                         f"(shard/when), {RUNNING} (sparse: running/when))")
         except client.exceptions.ResourceInUseException:  # another process created it meanwhile
             done.append(f"DynamoDB table {table} already exists")
-        client.get_waiter("table_exists").wait(TableName=table, WaiterConfig={"Delay": 1, "MaxAttempts": CREATE_WAIT})
     else:
         done.append(f"DynamoDB table {table} already exists")
+    # until the table is ACTIVE its TTL cannot be set nor items written (one DescribeTable once it is)
+    client.get_waiter("table_exists").wait(TableName=table, WaiterConfig={"Delay": 1, "MaxAttempts": CREATE_WAIT})
     ttl = client.describe_time_to_live(TableName=table).get("TimeToLiveDescription", {})
     if ttl.get("TimeToLiveStatus") in ("ENABLED", "ENABLING") and ttl.get("AttributeName") == TTL_ATTRIBUTE:
         done.append(f"TTL on {TTL_ATTRIBUTE} already enabled")

@@ -161,7 +161,8 @@ class DynamoStore:
                            ExpressionAttributeNames={"#o": "outcome"})
 
     def put_attempts(self, rows: Iterable[AttemptRow]) -> None:
-        """Write many rows, 25 per request (BatchWriteItem): for imports and bulk fills."""
+        """Write many rows, 25 per request (BatchWriteItem, which takes no conditions: each row replaces what is
+        there, finished or not): for imports and bulk fills, not for a worker's writes."""
         self._batch_write([{"PutRequest": {"Item": self._attempt_item(row)}} for row in rows])
 
     def _attempt_item(self, row: AttemptRow) -> dict[str, Any]:
