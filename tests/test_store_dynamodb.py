@@ -23,6 +23,7 @@ NOW = 1_800_000_000.0
     ("dynamodb://jobs/with/slashes", "a table name is 3-255"),
     ("dynamodb://jobs?regoin=eu-west-1", "unknown parameter 'regoin'"),
     ("dynamodb://jobs?keep_failed=week", "keep_failed in 'dynamodb://jobs?keep_failed=week' must be seconds"),
+    ("dynamodb://jobs?read_timeout=soon", "read_timeout in 'dynamodb://jobs?read_timeout=soon' must be seconds"),
 ])
 def test_a_bad_url_is_one_line_naming_the_problem(url, problem):
     with pytest.raises(ConfigurationError, match=re.escape(problem)) as raised:

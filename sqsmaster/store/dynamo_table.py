@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 #: Every store call is bounded: at most MAX_ATTEMPTS tries, each waiting CONNECT_TIMEOUT to connect and
 #: READ_TIMEOUT for each read, plus botocore's standard-mode backoff (under 1 s before the second try): a call
 #: gives up within ~2 * (2 + 5) + 1 = 15 s. The background writer calls the store; a deadline never waits on it.
+#: The URL's ``read_timeout`` changes READ_TIMEOUT (a slow local server; the bound grows with it).
 CONNECT_TIMEOUT = 2.0
 READ_TIMEOUT = 5.0
 MAX_ATTEMPTS = 2
@@ -47,18 +48,19 @@ LISTED = ["message_id", "attempt", "task", "queue", "host", "pid", "started", "e
 SHARDS = 4
 
 _TABLE_NAME = re.compile(r"[A-Za-z0-9_.-]{3,255}")
-_PARAMS = {"region", "endpoint", "keep_succeeded", "keep_failed"}
+_PARAMS = {"region", "endpoint", "keep_succeeded", "keep_failed", "read_timeout"}
 
 
 @dataclass(frozen=True)
 class TableUrl:
-    """What ``dynamodb://TABLE?region=R&endpoint=URL&keep_succeeded=S&keep_failed=S`` says."""
+    """What ``dynamodb://TABLE?region=R&endpoint=URL&keep_succeeded=S&keep_failed=S&read_timeout=S`` says."""
 
     table: str
     region: str | None = None
     endpoint: str | None = None
     keep_succeeded: float = SUCCESS_TTL
     keep_failed: float = FAILURE_TTL
+    read_timeout: float = READ_TIMEOUT
 
 
 def parse_table_url(url: str) -> TableUrl:
@@ -73,7 +75,7 @@ def parse_table_url(url: str) -> TableUrl:
     if unknown:
         raise ConfigurationError(f"unknown parameter {unknown[0]!r} in {url!r} (known: {', '.join(sorted(_PARAMS))})")
     keep = {}
-    for name in ("keep_succeeded", "keep_failed"):
+    for name in ("keep_succeeded", "keep_failed", "read_timeout"):
         if name in params:
             try:
                 keep[name] = float(params[name])
@@ -93,7 +95,7 @@ def make_client(where: TableUrl) -> Any:
     from botocore.config import Config
 
     session = boto3.session.Session()
-    config = Config(connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT,
+    config = Config(connect_timeout=CONNECT_TIMEOUT, read_timeout=where.read_timeout,
                     retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS}, max_pool_connections=16)
     kwargs: dict[str, Any] = {"region_name": where.region or session.region_name or "us-east-1", "config": config}
     if where.endpoint:

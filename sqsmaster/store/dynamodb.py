@@ -2,7 +2,8 @@
 
 Parameters: ``region`` (else the AWS configuration's), ``endpoint`` (moto, DynamoDB Local; else
 boto3's own ``AWS_ENDPOINT_URL_DYNAMODB`` / ``AWS_ENDPOINT_URL``), ``keep_succeeded`` /
-``keep_failed`` (seconds a finished attempt is kept, for the TTL attribute; defaults 1 and 7 days).
+``keep_failed`` (seconds a finished attempt is kept, for the TTL attribute; defaults 1 and 7 days),
+``read_timeout`` (seconds, default 5: a slow local server may need more).
 ``create=True`` (and ``sqsmaster store create URL``) makes the table, on-demand, with TTL on.
 
 Layout: one table, string keys ``pk`` / ``sk``::
