@@ -42,7 +42,7 @@ def kwargs_for(task: str, index: int, rng: random.Random) -> dict[str, Any]:
 def finished_row(index: int, rng: random.Random, now: float, span: float, queues: list[str]) -> AttemptRow:
     task = rng.choice(list(TASKS))
     low, high = TASKS[task]
-    runtime = rng.uniform(low, high) / 60.0  # scaled down: a store of one busy day
+    runtime = rng.uniform(low, high) / (10.0 if high > 100 else 1.0)  # the long ones scaled down
     started = now - rng.uniform(60, span)
     host = rng.choice(HOSTS)
     row = AttemptRow(message_id=f"{index:08d}-{rng.getrandbits(48):012x}", attempt=1, task=task,
