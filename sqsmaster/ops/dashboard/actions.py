@@ -8,6 +8,7 @@ the read-only check and the CSRF guard live in :mod:`.app`, before any of this r
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -70,8 +71,9 @@ def requeue_group(store: JobStore, task: str, exception_type: str, who: str, now
     for row in group.cut:
         result.skipped[row.message_id] = "its kwargs were cut to 4 KiB in the job store: resubmit it from its source"
     send = submit or _submit
+    owner = f"{who} {uuid.uuid4().hex}"  # the claim's owner is this click: a second click by the same user loses
     for row in group.requeueable:
-        if not store.claim(f"requeued:{row.message_id}", who, now, REQUEUE_MARK_TTL):
+        if not store.claim(f"requeued:{row.message_id}", owner, now, REQUEUE_MARK_TTL):
             result.skipped[row.message_id] = "requeued before"
             continue
         kwargs = kwargs_of(row)
@@ -79,7 +81,7 @@ def requeue_group(store: JobStore, task: str, exception_type: str, who: str, now
         try:
             send(row.queue, row.task, kwargs)
         except Exception as exc:
-            store.release(f"requeued:{row.message_id}", who)
+            store.release(f"requeued:{row.message_id}", owner)
             result.skipped[row.message_id] = f"send failed: {exc}"
             continue
         result.done += 1

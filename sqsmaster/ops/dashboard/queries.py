@@ -9,6 +9,7 @@ read, and they say when they stopped early (``truncated``).
 from __future__ import annotations
 
 import json
+import math
 import shlex
 import threading
 import time
@@ -102,7 +103,7 @@ def percentile(values: list[float], fraction: float) -> float | None:
     if not values:
         return None
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, int(round(fraction * len(ordered) + 0.5)) - 1))]
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))]
 
 
 class DepthCache:
