@@ -16,6 +16,7 @@ demo: $(STAMP)
 	$(BIN)/sqsmaster demo
 
 test: $(STAMP)
+	sh tests/browser_setup.sh
 	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 lint: $(STAMP)
