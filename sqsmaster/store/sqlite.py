@@ -125,6 +125,9 @@ class SqliteStore:
             if value is not None:
                 clauses.append(f"{column} = ?")
                 args.append(value)
+        if where.worker is not None:  # AttemptRow.worker, in SQL: a dashboard's worker filter pages like the rest
+            clauses.append("host || ':' || pid = ?")
+            args.append(where.worker)
         if where.since is not None:
             clauses.append("started >= ?")
             args.append(where.since)
@@ -165,7 +168,7 @@ class SqliteStore:
 
     def count(self, where: JobFilter, now: float) -> int:
         sql, args = self._prefilter(where)
-        if where.worker is None and where.status not in ("running", "stale"):
+        if where.status not in ("running", "stale"):
             return int(self._run(f"SELECT COUNT(*) FROM attempts WHERE {sql}", args)[0][0])
         return sum(matches(row, where, now) for row in self._rows(f"SELECT * FROM attempts WHERE {sql}", args))
 

@@ -114,9 +114,9 @@ def failures() -> Any:
 def dead_letters() -> Any:
     config, now = _config(), time.time()
     rows, truncated = queries.dead_letters(config.store, now)
-    queues = sorted({row.queue for row in rows})
+    depths = config.depths.get_many(sorted({row.queue for row in rows}))
     return jsonify(now=now, rows=[queries.row_json(row, now) for row in rows], truncated=truncated,
-                   queues=[{"queue": q, **config.depths.get(q)} for q in queues])
+                   queues=[{"queue": queue, **depth} for queue, depth in depths.items()])
 
 
 @api.get("/workers")

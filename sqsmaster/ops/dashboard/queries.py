@@ -25,6 +25,8 @@ SCAN_LIMIT = 20_000
 SCAN_PAGE = 500
 #: How long SQS queue depths are cached (s): every browser polls, SQS is asked at most this often per queue.
 DEPTH_CACHE_SECONDS = 5.0
+#: How long a page waits for SQS's answer before it shows the last depths known (s).
+DEPTH_WAIT_SECONDS = 0.5
 #: The window of the overview's rates and percentiles (s).
 OVERVIEW_WINDOW = 3600.0
 #: What a row's ``action`` says when its message went (or is about to go) to a dead-letter queue.
@@ -107,20 +109,46 @@ def percentile(values: list[float], fraction: float) -> float | None:
 
 
 class DepthCache:
-    """SQS depths per queue URL, asked at most once per :data:`DEPTH_CACHE_SECONDS` (thread-safe)."""
+    """SQS depths per queue URL, asked at most once per :data:`DEPTH_CACHE_SECONDS` (thread-safe).
+
+    The question runs on a thread of its own and a page waits for it at most ``wait`` seconds: a slow
+    or unreachable SQS endpoint (retries, connect timeouts) shows as the last depths known, or as
+    "no answer yet", and never holds a page past its bound."""
 
     def __init__(self, status: Callable[[str], QueueStatus] = queue_status,
-                 clock: Callable[[], float] = time.monotonic, ttl: float = DEPTH_CACHE_SECONDS) -> None:
-        self._status, self._clock, self._ttl = status, clock, ttl
+                 clock: Callable[[], float] = time.monotonic, ttl: float = DEPTH_CACHE_SECONDS,
+                 wait: float = DEPTH_WAIT_SECONDS) -> None:
+        self._status, self._clock, self._ttl, self._wait = status, clock, ttl, wait
         self._cache: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._asking: dict[str, threading.Thread] = {}
         self._lock = threading.Lock()
 
     def get(self, url: str) -> dict[str, Any]:
         """``visible``, ``in_flight``, ``delayed``, ``dead_letter_url``, ``dead_letter_visible``; or ``error``."""
+        return self.get_many([url])[url]
+
+    def get_many(self, urls: list[str]) -> dict[str, dict[str, Any]]:
+        """:meth:`get` of each URL, asked at once: a page waits ``wait`` seconds at most, however many."""
+        asking = []
         with self._lock:
-            cached = self._cache.get(url)
-            if cached is not None and self._clock() - cached[0] < self._ttl:
-                return cached[1]
+            for url in urls:
+                cached = self._cache.get(url)
+                if cached is not None and self._clock() - cached[0] < self._ttl:
+                    continue
+                if url not in self._asking:
+                    self._asking[url] = threading.Thread(target=self._ask, args=(url,), daemon=True,
+                                                         name=f"depth {url}")
+                    self._asking[url].start()
+                asking.append(self._asking[url])
+        deadline = time.monotonic() + self._wait
+        for thread in asking:
+            thread.join(max(deadline - time.monotonic(), 0.0))
+        with self._lock:
+            found = {url: self._cache.get(url) for url in urls}
+        unanswered = {"error": f"SQS has not answered within {self._wait:g} s"}
+        return {url: cached[1] if cached is not None else unanswered for url, cached in found.items()}
+
+    def _ask(self, url: str) -> None:
         try:
             status = self._status(url)
             depth: dict[str, Any] = {"visible": status.visible, "in_flight": status.in_flight,
@@ -130,7 +158,7 @@ class DepthCache:
             depth = {"error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__}
         with self._lock:
             self._cache[url] = (self._clock(), depth)
-        return depth
+            self._asking.pop(url, None)
 
 
 def overview(store: JobStore, queues: list[str], depths: DepthCache, now: float) -> dict[str, Any]:
@@ -149,9 +177,10 @@ def overview(store: JobStore, queues: list[str], depths: DepthCache, now: float)
         if row.runtime is not None:
             stats["runtimes"].append(row.runtime)
     rows = []
+    depth = depths.get_many(queues)
     for url, stats in per_queue.items():
         runtimes = stats.pop("runtimes")
-        rows.append({"queue": url, "configured": url in queues, **(depths.get(url) if url in queues else {}),
+        rows.append({"queue": url, "configured": url in queues, **depth.get(url, {}),
                      "ended_last_hour": stats["ended"], "throughput_per_minute": stats["ended"] / 60.0,
                      "failure_rate": stats["failed"] / stats["ended"] if stats["ended"] else None,
                      "runtime_p50": percentile(runtimes, 0.5), "runtime_p95": percentile(runtimes, 0.95)})
