@@ -27,7 +27,7 @@ views = Blueprint("views", __name__)
 VIEWS = [("overview", "Overview"), ("running", "Running"), ("jobs", "Jobs"), ("failures", "Failures"),
          ("dead-letters", "Dead letters"), ("workers", "Workers"), ("timeline", "Timeline")]
 #: The most attempts one timeline draws (the newest of the window).
-TIMELINE_LIMIT = 1000
+TIMELINE_LIMIT = 500
 #: pyplot keeps global state: one drawing at a time across the server's threads.
 _DRAWING = threading.Lock()
 

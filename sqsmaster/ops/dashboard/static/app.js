@@ -209,7 +209,7 @@ async function failures() {
     const key = g.task + " x " + g.exception_type;
     return el("tr", { "data-group": key },
       el("td", {}, g.task), el("td", {}, g.exception_type), num(g.count), num(g.messages), el("td", {}, when(g.latest.started)),
-      el("td", {}, el("details", { "data-key": "f-" + key }, el("summary", {}, g.latest.exception || "-"),
+      el("td", { class: "wrap" }, el("details", { "data-key": "f-" + key }, el("summary", {}, g.latest.exception || "-"),
         el("pre", { class: "traceback" }, g.latest.traceback || "(no traceback)"))),
       el("td", {}, actionButton(`Requeue ${g.requeueable}`, () => `Requeue ${g.requeueable} message(s) of ${key}: ` +
         "send each one's task and kwargs to its queue again?", "/api/actions/requeue",
