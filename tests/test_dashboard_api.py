@@ -127,6 +127,29 @@ def test_read_only_refuses_every_action_and_records_nothing(store):
     assert b'data-read-only="true"' in client.get("/running").data
 
 
+def test_a_loopback_dashboard_answers_only_to_loopback_names(store):
+    # Given a dashboard on 127.0.0.1 without auth, as the command starts it
+    from sqsmaster.ops.dashboard.app import LOOPBACK_HOSTS
+
+    client, config = dashboard(store, allowed_hosts=LOOPBACK_HOSTS)
+    # When a page of another site, its name re-pointed at 127.0.0.1 (DNS rebinding), asks
+    for host in ("evil.example:5555", "evil.example"):
+        # Then it is refused, reads and actions alike
+        assert client.get("/api/jobs", headers={"Host": host}).status_code == 403
+        assert post(client, config, "/api/actions/kill", {"message_ids": ["m"]}, {"Host": host}).status_code == 403
+    # And the loopback names are answered
+    for host in ("127.0.0.1:5555", "localhost:5555", "[::1]:5555", "LOCALHOST"):
+        assert client.get("/api/jobs", headers={"Host": host}).status_code == 200, host
+    assert store.flags(["m"]) == {}
+
+
+def test_a_store_that_cannot_be_read_answers_503_naming_it(store):
+    client, _ = dashboard(store)
+    store.close()
+    answer = client.get("/api/jobs")
+    assert answer.status_code == 503 and "job store" in answer.get_json()["error"]
+
+
 # -- reads -----------------------------------------------------------------------------------------------------
 
 def test_jobs_filters_narrow_the_rows_and_every_row_matches(store):

@@ -29,6 +29,7 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..ops.dashboard import DashboardConfig, parse_bind, serve
+    from ..ops.dashboard.app import LOOPBACK_HOSTS, loopback
     from ..store import StoreError, open_store, store_url_from_env
 
     host, port = parse_bind(args.bind, args.auth)
@@ -45,7 +46,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         print(f"sqsmaster dashboard on http://{host}:{port}/ ({url}{', read-only' if args.read_only else ''})",
               flush=True)
-        serve(DashboardConfig(store, list(args.queues), read_only=args.read_only, auth=args.auth), host, port)
+        hosts = LOOPBACK_HOSTS if loopback(host) and args.auth is None else None
+        serve(DashboardConfig(store, list(args.queues), read_only=args.read_only, auth=args.auth,
+                              allowed_hosts=hosts), host, port)
     finally:
         store.close()
     return EXIT_OK

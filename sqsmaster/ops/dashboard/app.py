@@ -26,6 +26,8 @@ from .queries import DepthCache
 CSRF_HEADER = "X-Sqsmaster-Csrf"
 #: The default address: loopback only.
 DEFAULT_BIND = "127.0.0.1:5555"
+#: The names a loopback dashboard answers to.
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 INSTALL_HINT = "the dashboard needs flask and waitress: pip install 'sqsmaster[dashboard]'"
 
 
@@ -38,6 +40,10 @@ class DashboardConfig:
     queues: list[str]
     read_only: bool = False
     auth: str | None = None
+    #: Host names the requests may be addressed to (None: any). A loopback dashboard without auth takes only
+    #: loopback names: a web page whose own name an attacker re-points at 127.0.0.1 (DNS rebinding) would
+    #: otherwise be same-origin with the dashboard, read its token and act.
+    allowed_hosts: frozenset[str] | None = None
     csrf_token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     depths: DepthCache = field(default_factory=DepthCache)
 
@@ -96,6 +102,8 @@ def _guard(config: DashboardConfig) -> Any:
     token or in read-only mode)."""
     from flask import jsonify, request
 
+    if config.allowed_hosts is not None and _host_name(request.host) not in config.allowed_hosts:
+        return jsonify(error=f"this dashboard does not answer to the name {request.host!r}"), 403
     if config.auth is not None and not _authorised(request.headers.get("Authorization", ""), config.auth):
         response = jsonify(error="authentication required")
         response.status_code = 401
@@ -108,6 +116,19 @@ def _guard(config: DashboardConfig) -> Any:
     if config.read_only:
         return jsonify(error="the dashboard is read-only (started with --read-only): no action is allowed"), 403
     return None
+
+
+def _host_name(host: str) -> str:
+    """``127.0.0.1`` of ``127.0.0.1:5555``, ``::1`` of ``[::1]:5555``, lower case."""
+    host = host.lower()
+    if host.startswith("["):
+        return host[1:].split("]", 1)[0]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def loopback(host: str) -> bool:
+    """True for an address only this machine can reach."""
+    return _loopback(host)
 
 
 def _authorised(header: str, auth: str) -> bool:
