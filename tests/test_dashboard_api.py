@@ -365,3 +365,15 @@ def test_a_slow_sqs_never_holds_a_page_past_its_wait_and_its_answer_shows_once_i
     while depths.get("q").get("visible") != 7 and time.monotonic() < wait_until:
         time.sleep(0.05)
     assert depths.get("q")["visible"] == 7
+
+
+def test_a_redrive_waits_for_the_redrive_policy_even_when_the_views_depths_are_not_in(store, make_queue, sqs_client):
+    # Given a dashboard whose depth cache never waits (SQS slower than a page's bound, as on a loaded machine)
+    url, dlq, ids = dead_letter_setup(store, make_queue, sqs_client, count=2)
+    config = DashboardConfig(store, [url], depths=DepthCache(wait=0))
+    client = create_app(config).test_client()
+    # When a dead letter is redriven
+    result = post(client, config, "/api/actions/redrive", {"message_ids": ids[:1]}).get_json()
+    # Then the action read the queue's redrive policy itself and moved it
+    assert result["done"] == 1, result
+    assert len(receive_all(sqs_client, url)) == 1

@@ -266,7 +266,8 @@ def test_redrive_all_dead_letters(driver, store, store_url, make_queue, sqs_clie
         loaded(driver)
         click(driver, "#redrive-all")
         confirm(driver, "Redrive 2 message(s)")
-        until(driver, lambda d: "redrive: 2 done" in text(d, "#notice"), "the result")
+        until(driver, lambda d: "redrive:" in (text(d, "#notice") or ""), "the result")
+        assert "redrive: 2 done" in text(driver, "#notice"), text(driver, "#notice")
         until(driver, lambda d: not rows(d), "the list to empty")
     assert len(receive_all(sqs_client, url)) == 2 and not receive_all(sqs_client, dlq)
 

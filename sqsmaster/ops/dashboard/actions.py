@@ -19,7 +19,8 @@ from ...manager import TaskManager
 from ...producer import copy_entry
 from ...store import ActionRow, AttemptRow, JobStore
 from .. import control
-from .queries import DLQ_DELETED, REDRIVEN, DepthCache, dead_letters, failure_groups, kwargs_of, mark
+from ..admin import QueueStatus, queue_status
+from .queries import DLQ_DELETED, REDRIVEN, dead_letters, failure_groups, kwargs_of, mark
 
 logger = logging.getLogger(__name__)
 
@@ -113,8 +114,8 @@ def dead_letter_rows(store: JobStore, message_ids: list[str] | None, now: float)
     return [row for row in rows if row.message_id in wanted]
 
 
-def redrive(store: JobStore, depths: DepthCache, message_ids: list[str] | None, who: str, now: float,
-            send_back: bool = True) -> Result:
+def redrive(store: JobStore, message_ids: list[str] | None, who: str, now: float, send_back: bool = True,
+            status: Callable[[str], QueueStatus] = queue_status) -> Result:
     """Send dead letters back to their source queue (``send_back``), then delete them from the DLQ; with
     ``send_back`` False only delete them. Each DLQ is searched by message id; a message not found there
     (moved out by other means, or copied by ``--dlq`` under a new id) is reported, not guessed at."""
@@ -127,10 +128,16 @@ def redrive(store: JobStore, depths: DepthCache, message_ids: list[str] | None, 
     for row in rows:
         by_queue.setdefault(row.queue, []).append(row)
     for queue_url, queue_rows in by_queue.items():
-        dlq_url = depths.get(queue_url).get("dead_letter_url")
+        # Asked now, and waited for: the views' cached depths may be old, or not in yet on a slow endpoint.
+        try:
+            dlq_url = status(queue_url).dead_letter_url
+        except Exception as exc:
+            dlq_url, why = None, f"cannot read the redrive policy of {queue_url}: {exc}"
+        else:
+            why = f"{queue_url} has no redrive policy naming its dead-letter queue"
         if not dlq_url:
             for row in queue_rows:
-                result.skipped[row.message_id] = f"{queue_url} has no redrive policy naming its dead-letter queue"
+                result.skipped[row.message_id] = why
             continue
         moved = _move(dlq_url, queue_url if send_back else None, {row.message_id: row for row in queue_rows}, result)
         for row in moved:

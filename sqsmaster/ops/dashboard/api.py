@@ -175,13 +175,12 @@ def requeue() -> Any:
 @api.post("/actions/redrive")
 def redrive() -> Any:
     body, config = _body(), _config()
-    result = actions.redrive(config.store, config.depths, _ids(body, required=False), config.who(), time.time())
+    result = actions.redrive(config.store, _ids(body, required=False), config.who(), time.time())
     return jsonify(result.to_json())
 
 
 @api.post("/actions/delete-dead-letters")
 def delete_dead_letters() -> Any:
     body, config = _body(), _config()
-    result = actions.redrive(config.store, config.depths, _ids(body, required=False), config.who(), time.time(),
-                             send_back=False)
+    result = actions.redrive(config.store, _ids(body, required=False), config.who(), time.time(), send_back=False)
     return jsonify(result.to_json())
