@@ -10,6 +10,8 @@ worker rows, cancel) is the worker's own (``sqsmaster worker --store``).
 
 from __future__ import annotations
 
+import json
+import os
 import socket
 import sys
 import time
@@ -34,11 +36,8 @@ class StoreProbe(WorkerEvents):
 
     def attempt_started(self, start: AttemptStart) -> None:
         row = AttemptRow(start.message_id, start.attempt, start.task, start.queue_url, socket.gethostname(),
-                         0, start.started, kwargs=None, deadline=start.deadline, lease=start.lease)
-        import json
-        import os
-
-        row.pid, row.kwargs = os.getpid(), json.dumps(start.kwargs, sort_keys=True)
+                         os.getpid(), start.started, kwargs=json.dumps(start.kwargs, sort_keys=True),
+                         deadline=start.deadline, lease=start.lease)
         self.rows[start.message_id] = row
         self.store.put_attempt(row)
 

@@ -80,6 +80,14 @@ def test_a_missing_store_exits_3_and_a_malformed_bind_exits_2(tmp_path, capsys):
     assert "USER:PASSWORD" in capsys.readouterr().err
 
 
+def test_without_flask_the_dashboard_names_the_extra_to_install(store, monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "flask", None)  # what an environment without the extra gives
+    with pytest.raises(Exception, match=r"pip install 'sqsmaster\[dashboard\]'"):
+        create_app(DashboardConfig(store, []))
+
+
 def test_with_auth_every_page_and_api_needs_the_right_password(store):
     client, _ = dashboard(store, auth="ops:s3cret")
 
@@ -377,3 +385,26 @@ def test_a_redrive_waits_for_the_redrive_policy_even_when_the_views_depths_are_n
     # Then the action read the queue's redrive policy itself and moved it
     assert result["done"] == 1, result
     assert len(receive_all(sqs_client, url)) == 1
+
+
+def test_the_command_serves_loopback_names_only_and_refuses_actions_without_the_token(store):
+    # Given `sqsmaster dashboard` started as an operator starts it (its own process, waitress)
+    import urllib.error
+    import urllib.request
+
+    from .dashboard_kit import DashboardServer
+
+    with DashboardServer(store.url, []) as server:
+        def status(path, method="GET", headers=None):
+            request = urllib.request.Request(server.url + path, method=method, headers=headers or {},
+                                             data=b"{}" if method == "POST" else None)
+            try:
+                with urllib.request.urlopen(request, timeout=30) as answer:
+                    return answer.status
+            except urllib.error.HTTPError as error:
+                return error.code
+
+        # Then it answers its own address, not another name (DNS rebinding), and no POST without the token
+        assert status("/api/jobs") == 200
+        assert status("/api/jobs", headers={"Host": "evil.example"}) == 403
+        assert status("/api/actions/kill", "POST", {"Content-Type": "application/json"}) == 403

@@ -65,13 +65,14 @@ def parse_bind(bind: str, auth: str | None) -> tuple[str, int]:
         raise ConfigurationError(f"--bind must be HOST:PORT (such as {DEFAULT_BIND}), not {bind!r}")
     if auth is not None and (":" not in auth or not auth.split(":", 1)[0] or not auth.split(":", 1)[1]):
         raise ConfigurationError("--auth must be USER:PASSWORD, both non-empty")
-    if not _loopback(host) and auth is None:
+    if not loopback(host) and auth is None:
         raise ConfigurationError(f"--bind {bind} is reachable from other machines: give --auth USER:PASSWORD "
                                  "(and put TLS in front) or bind to 127.0.0.1")
     return host, int(port)
 
 
-def _loopback(host: str) -> bool:
+def loopback(host: str) -> bool:
+    """True for an address only this machine can reach (``localhost``, 127.0.0.0/8, ``::1``)."""
     if host == "localhost":
         return True
     try:
@@ -124,11 +125,6 @@ def _host_name(host: str) -> str:
     if host.startswith("["):
         return host[1:].split("]", 1)[0]
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-
-
-def loopback(host: str) -> bool:
-    """True for an address only this machine can reach."""
-    return _loopback(host)
 
 
 def _authorised(header: str, auth: str) -> bool:
