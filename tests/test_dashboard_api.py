@@ -23,6 +23,14 @@ from .dashboard_data import fill  # noqa: E402
 NOW = time.time()
 
 
+@pytest.fixture(autouse=True)
+def _now():
+    """Each test's "now", taken as it starts: rows are placed relative to it, and a time taken when the module
+    was imported is minutes old by the time a test runs in a busy suite (running rows would look stale)."""
+    global NOW
+    NOW = time.time()
+
+
 @pytest.fixture
 def store(tmp_path):
     store = open_store(f"sqlite:///{tmp_path}/jobs.db")
@@ -299,11 +307,21 @@ def test_requeue_sends_each_gone_message_once_and_refuses_cut_kwargs(store, make
     # Then each gone message's task and kwargs are sent once; the cut one is refused, saying why
     bodies = sorted(json.loads(m["Body"])["kwargs"]["n"] for m in receive_all(sqs_client, url))
     assert bodies == [1, 2] and result["done"] == 2
-    assert "cut to 4 KiB" in result["skipped"]["big"]
+    assert "cut to the job store's 4 KiB bound" in result["skipped"]["big"]
     # And a second click sends nothing again
     again = post(client, config, "/api/actions/requeue", {"task": "solve", "exception_type": "ValueError"}).get_json()
     assert again["done"] == 0 and again["skipped"]["a"] == "requeued before" and not receive_all(sqs_client, url)
     assert [(a.what, a.count) for a in store.actions()] == [("requeue", 0), ("requeue", 2)]
+
+
+def test_a_failed_message_with_no_task_name_is_listed_but_not_requeued(store, make_queue, sqs_client):
+    url = make_queue()
+    store.put_attempt(row("poison", url, task=None, kwargs=None, exception="MalformedMessage: not JSON"))
+    client, config = dashboard(store)
+    [group] = client.get("/api/failures").get_json()["groups"]
+    assert (group["task"], group["count"], group["requeueable"]) == ("(unknown)", 1, 0)
+    result = post(client, config, "/api/actions/requeue", {"task": "(unknown)", "exception_type": "MalformedMessage"})
+    assert result.status_code == 200 and result.get_json()["done"] == 0 and not receive_all(sqs_client, url)
 
 
 def dead_letter_setup(store, make_queue, sqs_client, count=3):

@@ -70,7 +70,8 @@ def requeue_group(store: JobStore, task: str, exception_type: str, who: str, now
     group = matching[0]
     result = Result("requeue")
     for row in group.cut:
-        result.skipped[row.message_id] = "its kwargs were cut to 4 KiB in the job store: resubmit it from its source"
+        result.skipped[row.message_id] = ("its kwargs were cut to the job store's 4 KiB bound (or are not JSON): "
+                                          "resubmit it from its source")
     send = submit or _submit
     owner = f"{who} {uuid.uuid4().hex}"  # the claim's owner is this click: a second click by the same user loses
     for row in group.requeueable:
@@ -78,7 +79,10 @@ def requeue_group(store: JobStore, task: str, exception_type: str, who: str, now
             result.skipped[row.message_id] = "requeued before"
             continue
         kwargs = kwargs_of(row)
-        assert kwargs is not None and row.task is not None  # requeueable rows have both
+        if kwargs is None or not row.task:  # failure_groups lists only rows with both; a row rewritten since
+            store.release(f"requeued:{row.message_id}", owner)
+            result.skipped[row.message_id] = "no task name or kwargs to send"
+            continue
         try:
             send(row.queue, row.task, kwargs)
         except Exception as exc:

@@ -233,7 +233,8 @@ def failure_groups(store: JobStore, now: float, since: float | None = None) -> t
         group["newest"].setdefault(row.message_id, row)  # rows come newest first
     found = []
     for (task, kind), group in groups.items():
-        gone = [row for row in group["newest"].values() if row.action not in STILL_QUEUED]
+        # A row with no task name (a message that did not decode) cannot be sent again: neither list has it.
+        gone = [row for row in group["newest"].values() if row.action not in STILL_QUEUED and row.task]
         found.append(FailureGroup(task, kind, group["count"], group["latest"],
                                   [row for row in gone if kwargs_of(row) is not None],
                                   [row for row in gone if kwargs_of(row) is None], len(group["newest"])))

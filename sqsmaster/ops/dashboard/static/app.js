@@ -48,6 +48,7 @@ function say(text, isError) {
 
 // An action: confirm (naming the count), POST, say what happened, refresh the view.
 async function act(question, url, body) {
+  if (question === null) return;
   if (!window.confirm(question)) return;
   try {
     const result = await post(url, body);
@@ -134,8 +135,9 @@ async function running() {
     el("td", {}, actionButton("Kill", () => `Kill 1 running task: ${r.task} (message ${r.message_id})? It stops at its ` +
       "next heartbeat tick, then its message is dead-lettered.", "/api/actions/kill",
       () => ({ message_ids: [r.message_id] }), { "data-action": "kill" }))));
-  const killSelected = actionButton("Kill selected", () => `Kill ${selected.size} running task(s)? Each stops at its ` +
-    "next heartbeat tick, then its message is dead-lettered.", "/api/actions/kill",
+  const killSelected = actionButton("Kill selected", () => (selected.size ? `Kill ${selected.size} running task(s)? ` +
+    "Each stops at its next heartbeat tick, then its message is dead-lettered." : (say("tick the tasks to kill first"), null)),
+    "/api/actions/kill",
     () => ({ message_ids: [...selected] }), { id: "kill-selected" });
   return el("div", {}, el("div", { class: "toolbar" }, killSelected),
     table(["", "message", "task", "kwargs", "worker", "elapsed / hard timeout", "heartbeat age", "receive #",
