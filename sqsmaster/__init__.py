@@ -29,6 +29,7 @@ from .errors import (
     TaskCrashed,
     TaskExit,
     TaskFailed,
+    TaskKilled,
     TaskStuck,
     UnknownTask,
     WorkerShutdown,
@@ -61,7 +62,7 @@ __all__ = [
     "QueueError", "QueueDoesNotExist", "LeaseLost",
     "MalformedMessage", "UnknownTask", "TaskExit", "TaskFailed", "TaskCrashed", "MemoryCapExceeded",
     # Interrupts raised inside a running task (BaseException: task code's except Exception cannot eat them)
-    "HandlerInterrupt", "HardTimeoutExceeded", "TaskStuck", "TaskAbandoned", "WorkerShutdown",
+    "HandlerInterrupt", "HardTimeoutExceeded", "TaskStuck", "TaskKilled", "TaskAbandoned", "WorkerShutdown",
     "__version__",
 ]
 
