@@ -31,6 +31,7 @@ from .attempts import Outcomes
 from .deletes import DEFAULT_MAX_DELAY, DeleteBatcher
 from .events import AttemptStart, Observers, WorkerEvents
 from .jobs import submitted_at
+from .orders import drop_cancelled
 from .receiving import Receiver, open_worker_queue, unreachable_backoff
 from .registry import TaskSpec, load_tasks
 from .shutdown import FLUSH_TIMEOUT, release_now
@@ -219,6 +220,8 @@ class WorkerLoop:
         messages = self.receiver.receive(want)
         for message in messages:
             log_event("received", message.message_id, attempt=receive_count(message), queue=message.queue.url)
+        if messages and self.events.observers:
+            messages = drop_cancelled(messages, self.events, self.outcomes)
         if self.signals.stopping and messages:
             self.pending.add(messages)
             return None
@@ -325,7 +328,7 @@ class WorkerLoop:
         return handler.outcome
 
     def _observe(self, handler: Any, start: AttemptStart) -> None:
-        """Tell the observers the attempt starts, and hook its heartbeat ticks (and their kill) to them."""
+        """Tell the observers the attempt starts, and hook its heartbeat ticks (and an operator's kill) to them."""
         if not self.events.observers:
             return
         self.events.attempt_started(start)
@@ -333,6 +336,10 @@ class WorkerLoop:
 
         def running() -> bool:  # on the heartbeat thread, once per beat
             self.events.heartbeat(start, time.time(), next(beats))
+            order = self.events.kill_order(start)
+            if order is not None:
+                handler.kill_then = order.then
+                handler.kill(order.reason)
             return bool(task_running()) and self.events.keep_running(start)
 
         handler.running = running

@@ -24,10 +24,11 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Union
 
-from ..errors import ConfigurationError, MalformedMessage, UnknownTask
+from ..errors import ConfigurationError, MalformedMessage, TaskKilled, UnknownTask
 from ..lease import receive_count
 from ..supervise import MessageHandler, isolation_modes
 from .deletes import DeleteBatcher
+from .orders import kill_visibility
 from .retry import FailurePlan, Retry, RetryPolicy, plan_failure
 from .worklog import log_event
 
@@ -108,6 +109,8 @@ class WorkerHandler(MessageHandler):
     spec: ClassVar[TaskSpec]
     dead_letter_visibility: int = 0
     plan: FailurePlan | None = None
+    #: What becomes of the message after :meth:`kill` (an operator's order): release, dead-letter, delete.
+    kill_then: str | None = None
     #: The worker's batched deletes (None: delete at once).
     deletes: DeleteBatcher | None = None
     _logged_extensions = 0
@@ -134,6 +137,8 @@ class WorkerHandler(MessageHandler):
         return super().running()
 
     def backoff(self, receive_count: int) -> int:
+        if isinstance(self.exception, TaskKilled):  # an operator's order: no retry plan, the order's own path
+            return kill_visibility(self.kill_then)
         error = self.exception if self.exception is not None else RuntimeError("unknown failure")
         spec = type(self).spec
         self.plan = plan_failure(error, receive_count, spec.retry, spec.retry_on)
