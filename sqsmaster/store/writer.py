@@ -77,6 +77,7 @@ class StoreWriter:
         self._cond = threading.Condition()
         self._closing = False
         self._busy = False
+        self._busy_since: float | None = None
         #: Writes made, writes that failed, writes dropped because the queue was full.
         self.written = 0
         self.failed = 0
@@ -126,6 +127,10 @@ class StoreWriter:
         with self._cond:
             if self._closing:
                 raise StoreError(f"job store {self.url}: the writer is closed")
+            if self._busy_since is not None and self._clock() - self._busy_since > timeout:
+                # One call has hung longer than this caller may wait: do not make every caller wait it out.
+                raise StoreError(f"job store {self.url} has not answered a call for "
+                                 f"{self._clock() - self._busy_since:.0f}s")
             self._asks.append((op, answer))
             self._cond.notify()
         if not answer.done.wait(timeout):
@@ -162,6 +167,7 @@ class StoreWriter:
             self._run(kind, op, answer)
             with self._cond:
                 self._busy = False
+                self._busy_since = None
                 self._cond.notify_all()
         if self._store is not None:
             try:
@@ -172,20 +178,21 @@ class StoreWriter:
     def _next_job(self) -> tuple[str, Op, Any] | None:
         """The next call to make: an ask, a due periodic job, a write; None once closed and drained."""
         with self._cond:
+            self._busy_since = None
             while True:
                 if self._asks:
                     op, answer = self._asks.pop(0)
-                    self._busy = True
+                    self._busy, self._busy_since = True, self._clock()
                     return "ask", op, answer
                 now = self._clock()
                 due = [job for job in self._periodic if job.due <= now] if not self._closing else []
                 if due:
                     due[0].due = now + due[0].period
-                    self._busy = True
+                    self._busy, self._busy_since = True, self._clock()
                     return "periodic", due[0].op, None
                 if self._pending:
                     _, op = self._pending.popitem(last=False)
-                    self._busy = True
+                    self._busy, self._busy_since = True, self._clock()
                     return "write", op, None
                 if self._closing:
                     return None
