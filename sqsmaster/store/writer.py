@@ -210,7 +210,7 @@ class StoreWriter:
             elif kind == "write":
                 with self._cond:
                     self.failed += 1
-                    self._note_loss(str(exc))
+                    self._note_loss(str(exc).replace(f"job store {self.url}: ", ""))
             else:
                 logger.debug("job store %s: a periodic call failed: %s", self.url, exc)
             return
