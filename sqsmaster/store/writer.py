@@ -60,10 +60,12 @@ class StoreWriter:
     :param url: the store's URL, for the log
     :param capacity: writes kept waiting before the oldest is dropped
     :param clock: monotonic seconds (periodic jobs and close are timed by it)
+    :param thread_setup: called first in the writer thread (a worker blocks the signals its main thread
+        must get there)
     """
 
     def __init__(self, opener: Callable[[], JobStore], url: str, capacity: int = DEFAULT_CAPACITY,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, thread_setup: Callable[[], None] | None = None) -> None:
         self.url = url
         self.capacity = capacity
         self._opener = opener
@@ -78,12 +80,14 @@ class StoreWriter:
         self._closing = False
         self._busy = False
         self._busy_since: float | None = None
+        self._kind = ""
         #: Writes made, writes that failed, writes dropped because the queue was full.
         self.written = 0
         self.failed = 0
         self.dropped = 0
         self._down = False
         self._lost_at_outage = 0
+        self._thread_setup = thread_setup
         self._thread = threading.Thread(target=self._serve, name="sqsmaster-store-writer", daemon=True)
         self._thread.start()
 
@@ -150,15 +154,18 @@ class StoreWriter:
                 self._cond.wait(min(0.05, max(deadline - self._clock(), 0.0)))
             left = len(self._pending)
             self._pending.clear()
+            writing = int(self._busy and self._kind == "write")
         self._thread.join(max(min(deadline - self._clock(), 0.5), 0.0))
-        if left or self._busy:
+        if left or writing:
             logger.error("job store %s: %d record(s) not written within %.1fs of the worker's end (%d lost in all)",
-                         self.url, left + int(self._busy), timeout, self.lost + left)
-        return left + int(self._busy)
+                         self.url, left + writing, timeout, self.lost + left + writing)
+        return left + writing
 
     # -- the writer thread ---------------------------------------------------------------------------
 
     def _serve(self) -> None:
+        if self._thread_setup is not None:
+            self._thread_setup()
         while True:
             job = self._next_job()
             if job is None:
@@ -182,17 +189,17 @@ class StoreWriter:
             while True:
                 if self._asks:
                     op, answer = self._asks.pop(0)
-                    self._busy, self._busy_since = True, self._clock()
+                    self._busy, self._busy_since, self._kind = True, self._clock(), "ask"
                     return "ask", op, answer
                 now = self._clock()
                 due = [job for job in self._periodic if job.due <= now] if not self._closing else []
                 if due:
                     due[0].due = now + due[0].period
-                    self._busy, self._busy_since = True, self._clock()
+                    self._busy, self._busy_since, self._kind = True, self._clock(), "periodic"
                     return "periodic", due[0].op, None
                 if self._pending:
                     _, op = self._pending.popitem(last=False)
-                    self._busy, self._busy_since = True, self._clock()
+                    self._busy, self._busy_since, self._kind = True, self._clock(), "write"
                     return "write", op, None
                 if self._closing:
                     return None

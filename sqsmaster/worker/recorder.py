@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import signal
 import socket
 import threading
 import time
@@ -26,6 +27,7 @@ from ..store import CANCEL, KILL, AttemptRow, Flag, JobStore, StoreError, Worker
 from ..store.base import EXCEPTION_LIMIT, FAILURE_TTL, SUCCESS_TTL, TRACEBACK_LIMIT, bounded, bounded_kwargs
 from ..store.writer import StoreWriter
 from .events import AttemptStart, KillOrder, WorkerEvents
+from .signals import block_stop_signals
 from .worklog import AttemptRecord
 
 logger = logging.getLogger(__name__)
@@ -38,6 +40,13 @@ WORKER_BEAT = 30.0
 EXPIRE_PERIOD = 3600.0
 #: How long a received batch waits for its cancels (s) before it runs anyway.
 CANCEL_CHECK_TIMEOUT = 1.0
+
+
+def _leave_signals_to_the_main_thread() -> None:
+    """SIGALRM (signal isolation's deadline) and the stop signals must interrupt the main thread's blocking
+    call: a signal the kernel hands to a store thread would not."""
+    block_stop_signals()
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
 
 
 class StoreRecorder(WorkerEvents):
@@ -65,10 +74,10 @@ class StoreRecorder(WorkerEvents):
         now = time.time()
         self._row = WorkerRow(self.host, self.pid, now, now, __version__, list(queues), concurrency=1)
         opener = opener or (lambda: open_store(url))
-        self.writer = StoreWriter(opener, url)
+        self.writer = StoreWriter(opener, url, thread_setup=_leave_signals_to_the_main_thread)
         # Reads on a thread (and a connection) of their own: a backlog of writes never delays a kill or a
         # batch's cancel check.
-        self.reader = StoreWriter(opener, url, capacity=1)
+        self.reader = StoreWriter(opener, url, capacity=1, thread_setup=_leave_signals_to_the_main_thread)
         self.writer.submit(self._put_worker)
         self.reader.every(flag_poll, self._poll_flags)
         self.writer.every(worker_beat, self._put_worker)
