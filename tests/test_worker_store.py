@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 
+import sqsmaster.store as store_schemes
 from sqsmaster.cli import main
 from sqsmaster.store import JobFilter, open_store
 
@@ -28,8 +30,20 @@ def worker(tmp_path):
     yield from worker_factory(tmp_path, QUICK)
 
 
+#: The stores the end-to-end tests run on: sqlite://, and dynamodb:// (on the moto server) where it is installed.
+STORES = ["sqlite", *(["dynamodb"] if "dynamodb" in store_schemes._SCHEMES else [])]
+
+
+@pytest.fixture(params=STORES)
+def store_url(request, tmp_path: Path, sqs_server) -> str:
+    if request.param == "dynamodb":
+        return f"dynamodb://jobs-{uuid.uuid4().hex[:10]}?endpoint={sqs_server.endpoint}&region=us-east-1"
+    return f"sqlite:///{tmp_path}/jobs.db"
+
+
 @pytest.fixture
-def store_url(tmp_path: Path) -> str:
+def sqlite_store_url(tmp_path: Path) -> str:
+    """A sqlite:// store, for the tests that need its file (to lock it) or that are costly to repeat."""
     return f"sqlite:///{tmp_path}/jobs.db"
 
 
@@ -116,7 +130,8 @@ def test_kill_in_signal_isolation_then_release_stops_the_task_and_its_message_ru
 
 
 def test_kill_of_a_task_stuck_in_c_in_process_isolation_then_dead_letter_sends_it_to_the_redrive_target(
-        make_queue, sqs_client, worker, store_url, capsys):
+        make_queue, sqs_client, worker, sqlite_store_url, capsys):
+    store_url = sqlite_store_url
     # Given a queue with a redrive policy (after 5 receives) and a worker running a task stuck in one C
     # call that holds the GIL and blocks SIGTERM (only SIGKILL of its process group stops it)
     url = make_queue(visibility_timeout=30, dead_letter=True, max_receive_count=5)
@@ -140,7 +155,8 @@ def test_kill_of_a_task_stuck_in_c_in_process_isolation_then_dead_letter_sends_i
     wait_for(lambda: queue_counts(sqs_client, url) == (0, 0, 0), 10, "the source queue to be empty")
 
 
-def test_kill_then_delete_deletes_the_message(make_queue, sqs_client, worker, store_url, capsys):
+def test_kill_then_delete_deletes_the_message(make_queue, sqs_client, worker, sqlite_store_url, capsys):
+    store_url = sqlite_store_url
     url = make_queue(visibility_timeout=30)
     napping = submit(sqs_client, url, "nap", id="n", seconds=60)
     run = worker(url, "--store", store_url)
@@ -179,7 +195,8 @@ def test_a_cancelled_message_is_deleted_unrun_and_the_others_run(make_queue, sqs
 
 
 def test_a_locked_store_delays_no_task_and_the_log_counts_what_the_outage_lost(
-        make_queue, sqs_client, worker, store_url, tmp_path):
+        make_queue, sqs_client, worker, sqlite_store_url, tmp_path):
+    store_url = sqlite_store_url
     # Given a worker recording to a store that is locked by another process (each write waits 5 s, then fails)
     url = make_queue(visibility_timeout=30)
     run = worker(url, "--store", store_url)
