@@ -80,6 +80,7 @@ class StoreWriter:
         self._closing = False
         self._busy = False
         self._busy_since: float | None = None
+        self._hung = False  # an ask timed out and its call is still in progress
         self._kind = ""
         #: Writes made, writes that failed, writes dropped because the queue was full.
         self.written = 0
@@ -131,13 +132,14 @@ class StoreWriter:
         with self._cond:
             if self._closing:
                 raise StoreError(f"job store {self.url}: the writer is closed")
-            if self._busy_since is not None and self._clock() - self._busy_since > timeout:
-                # One call has hung longer than this caller may wait: do not make every caller wait it out.
-                raise StoreError(f"job store {self.url} has not answered a call for "
-                                 f"{self._clock() - self._busy_since:.0f}s")
+            if self._hung or (self._busy_since is not None and self._clock() - self._busy_since > timeout):
+                # A call has hung longer than a caller may wait: do not make every caller wait it out.
+                raise StoreError(f"job store {self.url} is still in a call that did not answer")
             self._asks.append((op, answer))
             self._cond.notify()
         if not answer.done.wait(timeout):
+            with self._cond:
+                self._hung = not answer.done.is_set()
             raise StoreError(f"job store {self.url} did not answer within {timeout:g}s")
         if answer.error is not None:
             raise StoreError(f"job store {self.url}: {answer.error}")
@@ -173,7 +175,7 @@ class StoreWriter:
             kind, op, answer = job
             self._run(kind, op, answer)
             with self._cond:
-                self._busy = False
+                self._busy = self._hung = False
                 self._busy_since = None
                 self._cond.notify_all()
         if self._store is not None:

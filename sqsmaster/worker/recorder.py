@@ -123,7 +123,8 @@ class StoreRecorder(WorkerEvents):
         self.writer.submit(lambda store: store.put_attempt(row))
         # A flag is spent once carried out, or once its message is gone; a kill that came after the task
         # failed on its own stays for the message's next attempt.
-        if row.outcome in ("killed", "cancelled") or (flag is not None and row.outcome == "succeeded"):
+        carried_out = row.outcome == "killed" or (row.outcome == "cancelled" and row.action == "deleted")
+        if carried_out or (flag is not None and row.outcome == "succeeded"):
             with self._lock:
                 self._kills.pop(record.message_id, None)
             message_id, ended = record.message_id, row.ended or time.time()
