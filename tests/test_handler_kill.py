@@ -8,7 +8,11 @@ from __future__ import annotations
 import threading
 import time
 
-from sqsmaster import MessageHandler, TaskKilled, TaskManager
+from sqsmaster import MessageHandler, Registry, TaskKilled, TaskManager, Worker
+from sqsmaster.worker.events import KillOrder, WorkerEvents
+from sqsmaster.worker.worklog import AttemptRecord
+
+from .conftest import queue_counts
 
 
 def received(name: str):
@@ -82,3 +86,36 @@ def test_a_real_running_false_is_still_stuck_not_killed():
     with Stuck(message, sqs_timeout=30, alarm_timeout=0.2, **kwargs) as handler:
         handler.run()
     assert handler.outcome == "stuck"
+
+
+class KillEverything(WorkerEvents):
+    """An observer that orders every running attempt killed, then its message deleted."""
+
+    def __init__(self) -> None:
+        self.ended: list[AttemptRecord] = []
+
+    def kill_order(self, start):
+        return KillOrder("killed by a test", then="delete")
+
+    def attempt_ended(self, record):
+        self.ended.append(record)
+
+
+def test_a_worker_kills_what_an_observer_orders_killed_and_reports_it_in_attempt_record(make_queue, sqs_client):
+    # Given a worker (in this process) whose observer orders every task killed, then its message deleted
+    url = make_queue(visibility_timeout=30)
+    registry = Registry()
+    registry.task(lambda: time.sleep(30), name="slow")
+    TaskManager(url).submit("slow")
+    records: list[AttemptRecord] = []
+    # When it runs the 30 s task
+    code = Worker(url, registry, sqs_timeout=3, alarm_timeout=0.5, wait_time=1, max_tasks=1,
+                  observers=[KillEverything], on_attempt_end=records.append).run()
+    # Then the task stopped at its first heartbeat tick (0.5 s; 5 s of margin for a loaded machine), outcome
+    # killed in the AttemptRecord and its job record, and the message was deleted as ordered
+    assert code == 0
+    [record] = records
+    assert record.runtime < 5  # killed at 0.5 s, not the task's 30 s; the rest is margin for a loaded machine
+    assert (record.outcome, record.action, record.job.outcome) == ("killed", "deleted", "killed")
+    assert "killed by a test" in (record.error or "")
+    assert queue_counts(sqs_client, url) == (0, 0, 0)

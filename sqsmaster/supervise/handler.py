@@ -267,7 +267,8 @@ class MessageHandler:
         self._report(error)
         delay = self.backoff(receive_count(self._message))
         if self._lease.release(delay, timeout=RELEASE_TIMEOUT):
-            logger.info("message %s: retry scheduled in %ss", self.message_id, delay)
+            logger.info("message %s: %s in %ss", self.message_id,
+                        "visible again" if isinstance(error, TaskKilled) else "retry scheduled", delay)
         return True
 
     def _stop_supervising(self) -> None:
