@@ -48,16 +48,16 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..backends import open_queue
-    from ..ops.scaling import DEFAULT_MAXIMUM, ScaleIn, Scaler, ScalingRule
+    from ..ops.scaling import DEFAULT_MAXIMUM, ScaleIn, Scaler, ScalingRule, open_depth_queue
 
     _check(args)
     rule = ScalingRule(args.per_worker, args.minimum, DEFAULT_MAXIMUM if args.maximum is None else args.maximum,
                        args.count_delayed)
     after = args.scale_in_after if args.scale_in_after is not None else (60.0 if args.every is not None else 0.0)
     scale_in = ScaleIn(after, args.scale_in_when_idle)
-    queues = [open_queue(url, create=False) for url in args.queues]
+    queues: list[Any] = []
     try:
+        queues.extend(open_depth_queue(url) for url in args.queues)
         scaler = Scaler(queues, rule, _service(args), scale_in)
         return _run(scaler, args)
     finally:

@@ -23,23 +23,16 @@ from typing import Any, Callable, Iterable, Sequence
 
 from botocore.exceptions import ClientError
 
-from ..backends import QueueBackend, open_queue
+from ..backends import QueueBackend
 from ..errors import ConfigurationError, QueueDoesNotExist, SqsMasterError
+from .depth import DELAYED, IN_FLIGHT, VISIBLE, QueueDepth, open_depth_queue, read_depth
 from .ecs import EcsService, ServiceCounts, ServiceNotFound, make_ecs_client
 
 logger = logging.getLogger(__name__)
 
-#: SQS's names for the three approximate counts a queue reports.
-VISIBLE = "ApproximateNumberOfMessages"
-IN_FLIGHT = "ApproximateNumberOfMessagesNotVisible"
-DELAYED = "ApproximateNumberOfMessagesDelayed"
 #: The default upper bound on the count (KEDA's default ``maxReplicaCount`` too): a scaler with no
 #: ``--max`` must not ask a platform for a worker per message of a million-message backlog.
 DEFAULT_MAXIMUM = 100
-
-
-class DepthUnknown(SqsMasterError):
-    """A queue's attributes lack one of the three counts: its depth is unknown, so nothing is scaled."""
 
 
 def check_rule(per_worker: int, minimum: int, maximum: int) -> None:
@@ -68,37 +61,6 @@ def desired_count(visible: int, in_flight: int, delayed: int, per_worker: int, m
     backlog = visible + in_flight + (delayed if count_delayed else 0)
     need = 0 if not any(counts.values()) else max(1, math.ceil(backlog / per_worker))
     return min(max(need, minimum), maximum)
-
-
-@dataclass(frozen=True)
-class QueueDepth:
-    """A queue's (or several queues', summed) approximate visible, in-flight and delayed message counts."""
-
-    visible: int = 0
-    in_flight: int = 0
-    delayed: int = 0
-
-    def __add__(self, other: "QueueDepth") -> "QueueDepth":
-        return QueueDepth(self.visible + other.visible, self.in_flight + other.in_flight,
-                          self.delayed + other.delayed)
-
-    @classmethod
-    def from_attributes(cls, attributes: dict[str, Any], url: str) -> "QueueDepth":
-        """From GetQueueAttributes' answer. Raises DepthUnknown when a count is missing or not a number
-        (sqstaskmaster let that KeyError out of its ``run()``)."""
-        try:
-            return cls(int(attributes[VISIBLE]), int(attributes[IN_FLIGHT]), int(attributes[DELAYED]))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise DepthUnknown(f"{url}: GetQueueAttributes gave no usable {exc} count; not scaling") from None
-
-
-def read_depth(queues: Iterable[QueueBackend]) -> QueueDepth:
-    """The summed depth of ``queues``: one GetQueueAttributes each. Raises QueueDoesNotExist, QueueError,
-    DepthUnknown."""
-    total = QueueDepth()
-    for queue in queues:
-        total = total + QueueDepth.from_attributes(queue.get_attributes(), queue.url)
-    return total
 
 
 class ScaleIn:
@@ -315,7 +277,7 @@ class Provisioner:
 
     def _queue(self, url: str) -> QueueBackend:
         if url not in self._queues:
-            self._queues[url] = open_queue(url, client=self.sqs, create=False)
+            self._queues[url] = open_depth_queue(url, self.sqs)
         return self._queues[url]
 
     def get_description(self, rule: dict[str, Any]) -> dict[str, Any]:
