@@ -544,3 +544,54 @@ def test_the_provisioner_keeps_sqstaskmasters_shape_and_checks_rules_up_front(ec
         Provisioner([rule("u", "c", "s", per_worker=0, max_size=3)], ecs=ecs_client)
     with pytest.raises(ConfigurationError, match="only with per_worker"):
         Provisioner([rule("u", "c", "s", active_size=3, min_size=1)], ecs=ecs_client)
+
+
+# -- attacks: a frozen endpoint, a depth that cannot be read, a queue no fleet can see --------------
+
+def test_a_second_signal_ends_a_round_stuck_on_a_frozen_endpoint_at_once(frozen_moto, tmp_path):
+    # Given a loop on a moto server process, with a queue and an ECS service there
+    process_moto, endpoint = frozen_moto
+    sqs = boto3.client("sqs", endpoint_url=endpoint, region_name="us-east-1")
+    ecs = boto3.client("ecs", endpoint_url=endpoint, region_name="us-east-1")
+    url = sqs.create_queue(QueueName="frozen")["QueueUrl"]
+    ecs.create_cluster(clusterName="c")
+    ecs.register_task_definition(family="w", containerDefinitions=[{"name": "w", "image": "w", "memory": 128}])
+    ecs.create_service(cluster="c", serviceName="w", taskDefinition="w", desiredCount=0)
+    process, out = start_loop(tmp_path, [url, "--per-worker", "1", "--ecs", "c/w", "--every", "0.2"],
+                              {"AWS_ENDPOINT_URL_ECS": endpoint})
+    try:
+        wait_for_lines(out, 2, process)
+        # When the server freezes (a partition) and a round hangs on it
+        process_moto.send_signal(signal.SIGSTOP)
+        time.sleep(0.5)
+        # Then one signal asks the loop to end after the round, a second one ends it now, with exit 0
+        process.send_signal(signal.SIGTERM)
+        time.sleep(0.2)
+        assert process.poll() is None  # still in its bounded call
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0, out.read_text()
+        assert time.monotonic() - started < 5  # not the 10 s read timeout: margin for a loaded machine
+    finally:
+        process_moto.send_signal(signal.SIGCONT)
+        process.kill()
+        process.wait()
+
+
+def test_nothing_is_written_when_the_depth_cannot_be_read(make_queue, make_service, ecs_client, ecs_through_proxy,
+                                                         sqs_server, capsys, monkeypatch):
+    # Given a service at 2 and a queue whose GetQueueAttributes the endpoint refuses (throttled)
+    cluster, service = make_service(desired=2)
+    url = make_queue()
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SQS", ecs_through_proxy.endpoint)
+    ecs_through_proxy.fail("GetQueueAttributes", "RequestThrottled", status=403)
+    # When a round runs, then it fails with one line, and the service was neither described nor written
+    code, out, err = scale(capsys, url, "--per-worker", "1", "--ecs", f"{cluster}/{service}")
+    assert (code, out) == (1, "") and "RequestThrottled" in err
+    assert desired_on_ecs(ecs_client, cluster, service) == 2
+    assert ecs_through_proxy.calls.get("UpdateService") is None
+
+
+def test_a_mem_queue_no_fleet_can_see_is_refused(capsys):
+    code, _, err = scale(capsys, "mem://work", "--per-worker", "1")
+    assert code == 2 and "lives inside one process" in err

@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 MISSING_CODES = frozenset({"ClusterNotFoundException", "ServiceNotFoundException", "ServiceNotActiveException"})
 #: Bounds on one ECS call (s): a scaler round must not hang on a partition; the next round retries.
 CONNECT_TIMEOUT = 5
-READ_TIMEOUT = 10
+READ_TIMEOUT = 10  # two attempts: a round ends within about 30 s on a partition
 
 
 class ServiceError(SqsMasterError, ClientError):
@@ -59,7 +59,7 @@ def make_ecs_client(region: str | None = None) -> Any:
     from botocore.exceptions import NoRegionError
 
     config = Config(connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT,
-                    retries={"mode": "standard", "total_max_attempts": 3})
+                    retries={"mode": "standard", "total_max_attempts": 2})
     try:
         return boto3.client("ecs", region_name=region, config=config)
     except NoRegionError:
