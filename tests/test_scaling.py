@@ -595,3 +595,16 @@ def test_nothing_is_written_when_the_depth_cannot_be_read(make_queue, make_servi
 def test_a_mem_queue_no_fleet_can_see_is_refused(capsys):
     code, _, err = scale(capsys, "mem://work", "--per-worker", "1")
     assert code == 2 and "lives inside one process" in err
+
+
+def test_get_description_and_get_tags_read_the_service_as_sqstaskmasters_do(make_service, ecs_client):
+    from sqsmaster.queue_scale import Provisioner
+
+    cluster, service = make_service(desired=1)
+    arn = ecs_client.describe_services(cluster=cluster, services=[service])["services"][0]["serviceArn"]
+    ecs_client.tag_resource(resourceArn=arn, tags=[{"key": "state", "value": "deploying"}])
+    provisioner = Provisioner([], ecs=ecs_client)
+    description = provisioner.get_description(rule("unused", cluster, service, active_size=1))
+    assert description["serviceName"] == service and description["desiredCount"] == 1
+    assert provisioner.get_description(rule("unused", cluster, "no-such-service", active_size=1)) == {}
+    assert provisioner.get_tags(arn) == [{"key": "state", "value": "deploying"}]

@@ -66,7 +66,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> None:
-    maximum = 100 if args.maximum is None else args.maximum
+    from ..ops.scaling import DEFAULT_MAXIMUM
+
+    maximum = DEFAULT_MAXIMUM if args.maximum is None else args.maximum
     for option, value, low in (("--per-worker", args.per_worker, 1), ("--min", args.minimum, 0), ("--max", maximum, 0)):
         if value < low:
             raise UsageError(f"sqsmaster scale: error: {option} must be >= {low}, not {value}")

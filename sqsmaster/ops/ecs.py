@@ -1,10 +1,10 @@
 """An ECS service's desired count, read and written through boto3 (for :mod:`sqsmaster.ops.scaling`).
 
-Scale-in on ECS stops tasks with SIGTERM, then SIGKILL after the task definition's
-``stopTimeout`` (at most 120 s on Fargate and the EC2 agent's ``ECS_CONTAINER_STOP_TIMEOUT``
-default is 30 s). ``sqsmaster worker`` stops receiving at SIGTERM, lets the running task
-finish within ``--grace`` and then releases its message (visibility 0), so ``stopTimeout``
-must be at least ``--grace`` + 15 s, or the worker is killed before it has released.
+Scale-in on ECS stops tasks with SIGTERM, then SIGKILL after the container's ``stopTimeout``
+in the task definition (30 s unless set, at most 120 s). ``sqsmaster worker`` stops receiving
+at SIGTERM, lets the running task finish within ``--grace`` and then releases its message
+(visibility 0), so ``stopTimeout`` must be at least ``--grace`` + 15 s, or the worker is killed
+before it has released (the message then comes back only when its visibility timeout ends).
 """
 
 from __future__ import annotations
