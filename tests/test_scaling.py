@@ -608,3 +608,16 @@ def test_get_description_and_get_tags_read_the_service_as_sqstaskmasters_do(make
     assert description["serviceName"] == service and description["desiredCount"] == 1
     assert provisioner.get_description(rule("unused", cluster, "no-such-service", active_size=1)) == {}
     assert provisioner.get_tags(arn) == [{"key": "state", "value": "deploying"}]
+
+
+def test_a_round_makes_one_get_queue_attributes_per_queue_and_one_describe(
+        sqs_client, make_queue, make_service, ecs_through_proxy, capsys, monkeypatch):
+    # Given two queues feeding one service, every SQS and ECS call going through the counting proxy
+    cluster, service = make_service(desired=1)
+    first, second = make_queue(), make_queue()
+    fill(sqs_client, first, visible=1)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SQS", ecs_through_proxy.endpoint)
+    # When one round runs with the count unchanged
+    assert scale(capsys, first, second, "--per-worker", "1", "--ecs", f"{cluster}/{service}")[0] == 0
+    # Then it made one GetQueueAttributes per queue, one DescribeServices, and nothing else
+    assert ecs_through_proxy.calls == {"GetQueueAttributes": 2, "DescribeServices": 1}
