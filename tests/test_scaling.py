@@ -621,3 +621,15 @@ def test_a_round_makes_one_get_queue_attributes_per_queue_and_one_describe(
     assert scale(capsys, first, second, "--per-worker", "1", "--ecs", f"{cluster}/{service}")[0] == 0
     # Then it made one GetQueueAttributes per queue, one DescribeServices, and nothing else
     assert ecs_through_proxy.calls == {"GetQueueAttributes": 2, "DescribeServices": 1}
+
+
+def test_an_unreachable_ecs_endpoint_is_one_line_and_exit_3(sqs_client, make_queue, capsys, monkeypatch):
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on: connection refused at once
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("AWS_ENDPOINT_URL_ECS", f"http://127.0.0.1:{port}")
+    code, out, err = scale(capsys, make_queue(), "--per-worker", "1", "--ecs", "c/s")
+    assert (code, out) == (3, "")
+    assert "DescribeServices on ECS service c/s failed" in err and len(err.strip().splitlines()) == 1
