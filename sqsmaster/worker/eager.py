@@ -35,6 +35,8 @@ def eager_runner(tasks: Any = None) -> EagerRunner:
             handler = spec.target(message, sqs_timeout=_EAGER_SQS_TIMEOUT, alarm_timeout=_EAGER_ALARM_TIMEOUT,
                                   **kwargs)
             return handler.run()
+        if spec.batch is not None:  # a batch task takes a list of kwargs: here, a batch of one
+            return spec.target([kwargs])
         return spec.target(**kwargs)
 
     return run
