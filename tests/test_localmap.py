@@ -61,6 +61,20 @@ def test_a_call_over_its_memory_cap_is_reported_for_its_item():
     assert "memory cap of 200 MiB" in results[1].exception
 
 
+def test_a_big_result_comes_back_and_a_crash_or_a_kill_is_reported_for_its_item():
+    def work(case: str) -> object:
+        if case == "exit":
+            os._exit(3)
+        if case == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        return "x" * (8 * 2**20)  # far over a pipe's buffer: read while the child writes
+
+    results = sqsmaster.map(work, ["big", "exit", "kill"], processes=3)
+    assert results[0].value == "x" * (8 * 2**20)
+    assert results[1].outcome == Outcome.FAILED and "exited with code 3" in results[1].exception
+    assert results[2].outcome == Outcome.KILLED and "SIGKILL" in results[2].exception
+
+
 def test_lower_priority_numbers_start_first_and_ties_keep_put_order():
     with LocalPool(1) as pool:
         for priority in (5, 1, 3, 0, 1):

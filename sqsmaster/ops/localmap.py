@@ -27,6 +27,7 @@ calls that take a while, not for millions of microsecond ones (use ``multiproces
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import logging
 import os
@@ -205,14 +206,19 @@ class LocalPool:
         draw_timeline(self.records(), path, title or f"{len(self.records())} calls, {self.processes} processes")
 
     def kill_running(self) -> None:
-        """SIGKILL and reap every call still running; their results say ``killed``."""
+        """SIGKILL and reap every call still running; their results say ``killed``. A signal's exception
+        raised meanwhile (a second Ctrl-C) is re-raised once every one of them is reaped."""
+        deferred: BaseException | None = None
         for slot, job in list(self._running.items()):
             assert job.child is not None
             try:
                 job.child.kill_now()
-            finally:
-                del self._running[slot]
-                self._settle(job, TaskCrashed(job.child.pid, None, "SIGKILL", "the map was stopped"))
+            except BaseException as exc:  # kill_now reaped its child before re-raising: go on with the others
+                deferred = deferred or exc
+            del self._running[slot]
+            self._settle(job, TaskCrashed(job.child.pid, None, "SIGKILL", "the map was stopped"))
+        if deferred is not None:
+            raise deferred
 
     def close(self) -> None:
         self.kill_running()
@@ -231,8 +237,9 @@ class LocalPool:
             job.started_at = time.monotonic()
             if self.hard_timeout is not None:
                 job.deadline = job.started_at + self.hard_timeout
-            job.child = ChildProcess(job.call, self.max_memory_mb)
-            self._running[slot] = job
+            with _stop_signals_held():  # a Ctrl-C between the fork and this line would leave the call unwatched
+                job.child = ChildProcess(job.call, self.max_memory_mb)
+                self._running[slot] = job
 
     def _wait(self) -> list[_Job]:
         """Block until a call ends or a deadline comes; returns the jobs that ended (results settled)."""
@@ -312,6 +319,17 @@ class LocalPool:
             heapq.heappush(self._ready, (job.order, job))
         else:
             self._lanes.pop(lane, None)
+
+
+@contextlib.contextmanager
+def _stop_signals_held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM (delivered on leaving) in this thread; the forked call unblocks them."""
+    stops = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, stops)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 class _sigterm_exits:  # noqa: N801 (a context manager used like a function)

@@ -3,7 +3,9 @@
 When the worker takes a message of a batch task, it gathers more of that task: first from the
 messages it already holds (prefetched), then by receiving again, for up to the task's
 ``batch_wait`` seconds (default :data:`~sqsmaster.worker.registry.DEFAULT_BATCH_WAIT`, 1 s) and
-only while receives bring messages (an empty one ends the gathering: the queue has no more now).
+only while receives bring messages (an empty one ends the gathering: the queue has no more now), and
+never for more than half the worker's visibility timeout (the gathered messages are not heartbeated
+until the call starts).
 Messages of other tasks received meanwhile wait their turn, their leases heartbeated as prefetched
 ones are. The first message's handler runs the call under the task's supervision (hard timeout,
 isolation, retries); every other message of the batch has its lease extended by a heartbeat thread
@@ -74,7 +76,9 @@ def gather(loop: "WorkerLoop", spec: TaskSpec, name: str, size: int, clock: Any 
     held = []
     while (message := loop.pending.pop()) is not None:
         held.append(message)
-    deadline = clock() + spec.batch_wait
+    # The first message (and each gathered one) waits unheartbeated until the call starts: never past half
+    # of the visibility its receive gave it.
+    deadline = clock() + min(spec.batch_wait, loop.receiver.visibility_timeout / 2)
     while len(members) + 1 < size and not loop.signals.stopping:
         if not held:
             if clock() >= deadline or loop.receiver.idle:
