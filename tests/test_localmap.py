@@ -75,6 +75,11 @@ def test_a_big_result_comes_back_and_a_crash_or_a_kill_is_reported_for_its_item(
     assert results[2].outcome == Outcome.KILLED and "SIGKILL" in results[2].exception
 
 
+def test_progress_shows_every_call_ended(capsys):
+    sqsmaster.map(abs, range(5), processes=2, progress=True)
+    assert "5/5" in capsys.readouterr().err  # tqdm's bar, or the plain line without tqdm
+
+
 def test_lower_priority_numbers_start_first_and_ties_keep_put_order():
     with LocalPool(1) as pool:
         for priority in (5, 1, 3, 0, 1):
