@@ -12,9 +12,10 @@ ALLOWED = {
     "core": {"backends"},
     "backends": {"core"},
     "supervise": {"core", "backends"},
-    "worker": {"core", "backends", "supervise"},
-    "ops": {"core", "backends", "supervise", "worker"},
-    "cli": {"core", "backends", "supervise", "worker", "ops"},
+    "store": {"core"},
+    "worker": {"core", "backends", "supervise", "store"},
+    "ops": {"core", "backends", "supervise", "worker", "store"},
+    "cli": {"core", "backends", "supervise", "worker", "store", "ops"},
 }
 #: The package's front door and sqstaskmaster's import path for MessageHandler re-export from anywhere.
 FRONT_DOORS = {"sqsmaster", "sqsmaster.__main__", "sqsmaster.message_handler"}

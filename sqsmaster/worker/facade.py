@@ -34,6 +34,7 @@ from ..backends import check_url
 from ..errors import ConfigurationError
 from ..limits import MAX_RECEIVE_MESSAGES, check_seconds, check_visibility_timeout, check_wait_time
 from ..supervise import DEFAULT_HARD_TIMEOUT
+from .events import WorkerEvents
 from .loop import (  # noqa: F401  (the exit codes are part of this module's interface)
     EXIT_CODES,
     EXIT_FAILURE,
@@ -83,6 +84,9 @@ class Worker:
     :param exit_at_deadline: ``grace`` + :data:`~sqsmaster.worker.shutdown.SHUTDOWN_MARGIN` seconds after a
         stop signal, exit the process (``os._exit``) with whatever is left logged; without it (the
         default in-process) the worker only logs it, and returns once its bounded calls end
+    :param observers: makers of :class:`~sqsmaster.worker.events.WorkerEvents` observers; each worker
+        process (each pool child) calls every maker once and tells the observer of each attempt's start,
+        heartbeats and end
     :raises ConfigurationError: for settings that cannot work, before anything is received
     """
 
@@ -93,7 +97,8 @@ class Worker:
                  queues: list[str] | None = None, notify: Callable[..., None] | None = None,
                  on_attempt_end: Callable[[AttemptRecord], None] | None = None,
                  queue_constructor: Callable[[str], Any] | None = None, job_log: str | None = None,
-                 exit_at_deadline: bool = False) -> None:
+                 exit_at_deadline: bool = False,
+                 observers: list[Callable[[], WorkerEvents]] | None = None) -> None:
         urls = ([queue] if isinstance(queue, str) else list(queue)) + list(queues or [])
         if not urls:
             raise ConfigurationError("a worker needs at least one queue URL")
@@ -117,7 +122,7 @@ class Worker:
         self.config = WorkerConfig(urls, self.registry, concurrency, isolation, sqs_timeout, alarm, hard_timeout,
                                    wait_time, max_tasks, until_empty, prefetch, grace, dlq, notify,
                                    on_attempt_end, queue_constructor, None if job_log is None else str(job_log),
-                                   exit_at_deadline)
+                                   exit_at_deadline, list(observers or []))
         # Fail on a bad isolation or timeouts here, not at the first message.
         for spec in (self.registry.get(name) for name in self.registry.names()):
             sqs, alarm_, hard = task_timeouts(self.config, spec)

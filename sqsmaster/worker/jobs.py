@@ -128,7 +128,7 @@ def record_from_message(message: Any, *, task: str | None, outcome: str, started
         message_id=getattr(message, "message_id", None),
         task=task if task is not None else _task_name(message),
         attempt=receive_count(message), host=socket.gethostname(), pid=os.getpid(),
-        submitted=_sent_timestamp(message), started=started, ended=ended, runtime=max(ended - started, 0.0),
+        submitted=submitted_at(message), started=started, ended=ended, runtime=max(ended - started, 0.0),
         outcome=outcome,
         exception=None if error is None else f"{type(error).__name__}: {error}",
         traceback=None if error is None else "".join(traceback.format_exception(type(error), error,
@@ -144,7 +144,8 @@ def _task_name(message: Any) -> str | None:
         return None
 
 
-def _sent_timestamp(message: Any) -> float | None:
+def submitted_at(message: Any) -> float | None:
+    """When the message was sent (SQS's ``SentTimestamp``, in seconds), None when unknown."""
     sent = (getattr(message, "attributes", None) or {}).get("SentTimestamp")
     try:
         return int(sent) / 1000 if sent is not None else None

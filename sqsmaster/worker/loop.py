@@ -15,7 +15,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..backends import Message, QueueBackend
@@ -30,6 +30,8 @@ from ..supervise import DEFAULT_HARD_TIMEOUT
 from .attempts import Outcomes
 from .batches import run_batch
 from .deletes import DEFAULT_MAX_DELAY, DeleteBatcher
+from .events import AttemptStart, Observers, WorkerEvents
+from .jobs import submitted_at
 from .receiving import Receiver, open_worker_queue, unreachable_backoff
 from .registry import TaskSpec, load_tasks
 from .shutdown import FLUSH_TIMEOUT, release_now
@@ -81,6 +83,9 @@ class WorkerConfig:
     job_log: str | None = None
     #: At the shutdown deadline, exit the process (the CLI and pool children) rather than only log it.
     exit_at_deadline: bool = False
+    #: Makers of this process's observers (the job store's recorder, metrics): each worker process,
+    #: a pool child included, calls them once, so an observer's threads and connections are its own.
+    observers: list[Callable[[], WorkerEvents]] = field(default_factory=list)
 
 
 
@@ -121,7 +126,8 @@ class WorkerLoop:
         self.queues: list[QueueBackend] = [queue for queue, _ in opened[:len(config.queues)]]
         self._clients = [client for _, client in opened if client is not None]
         dlq = opened[-1][0] if config.dlq else None
-        self.outcomes = Outcomes(dlq, config.notify, config.on_attempt_end, config.job_log)
+        self.events = Observers(make() for make in config.observers)
+        self.outcomes = Outcomes(dlq, config.notify, self._attempt_ended, config.job_log)
         # A drain (--until-empty) looks at the queues every second, to end within a second of their last
         # delete (another worker's included) rather than a long poll later.
         self.receiver = Receiver(self.queues, wait_time=config.wait_time, visibility_timeout=int(config.sqs_timeout),
@@ -309,6 +315,9 @@ class WorkerLoop:
         if self.config.notify is not None:
             handler.notify = self.config.notify  # type: ignore[method-assign]
         started_at = time.time()
+        self._observe(handler, AttemptStart(message.message_id, message.queue.url, name, attempt, kwargs, started_at,
+                                            started_at + hard_timeout, sqs_timeout, handler.isolation,
+                                            submitted_at(message)))
         log_event("started", message.message_id, name, attempt, isolation=handler.isolation)
         try:
             with handler, self.signals.running_task():
@@ -321,6 +330,24 @@ class WorkerLoop:
             raise
         self.outcomes.after_run(message, handler, name, attempt, started_at)
         return handler
+
+    def _observe(self, handler: Any, start: AttemptStart) -> None:
+        """Tell the observers the attempt starts, and hook its heartbeat ticks (and their kill) to them."""
+        if not self.events.observers:
+            return
+        self.events.attempt_started(start)
+        task_running, beats = handler.running, iter(range(1, 1 << 62))
+
+        def running() -> bool:  # on the heartbeat thread, once per beat
+            self.events.heartbeat(start, time.time(), next(beats))
+            return bool(task_running()) and self.events.keep_running(start)
+
+        handler.running = running
+
+    def _attempt_ended(self, record: AttemptRecord) -> None:
+        self.events.attempt_ended(record)
+        if self.config.on_attempt_end is not None:
+            self.config.on_attempt_end(record)
 
     # -- shutdown: what a stopping worker still owes, bounded by the clock ----------------------------
 
@@ -357,6 +384,7 @@ class WorkerLoop:
         self._release_unstarted(deadline, wait=deadline - time.monotonic())
         self.pending.close()
         self.receiver.close()
+        self.events.close(timeout=max(deadline - time.monotonic(), 0.5))
         for client in self._clients:
             client.close()
         with self._lock:

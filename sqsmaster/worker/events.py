@@ -1,0 +1,86 @@
+"""What a worker tells its observers (the job store's recorder, the metrics): the life of each attempt.
+
+An observer subclasses :class:`WorkerEvents` and overrides what it needs. Every method
+must return at once and never raise into the worker (:class:`Observers` logs and swallows
+what escapes): a slow observer hands its work to a thread of its own. ``heartbeat`` is
+called on the task's heartbeat thread, once per beat, just before the lease is extended;
+``keep_running`` there may say False to stop the task as a hard timeout would.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from .worklog import AttemptRecord
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class AttemptStart:
+    """An attempt that is about to run: who, what, and its clock (wall-clock seconds since the epoch).
+    ``deadline`` is when its hard timeout fires; ``lease`` the visibility timeout its heartbeat keeps."""
+
+    message_id: str
+    queue_url: str
+    task: str
+    attempt: int
+    kwargs: dict[str, Any]
+    started: float
+    deadline: float
+    lease: float
+    isolation: str
+    submitted: float | None = None
+
+
+class WorkerEvents:
+    """An observer of one worker process; the default methods do nothing."""
+
+    def attempt_started(self, start: AttemptStart) -> None:
+        """The attempt's handler is about to take the lease and run the task."""
+
+    def heartbeat(self, start: AttemptStart, at: float, beats: int) -> None:
+        """A heartbeat tick of a running attempt (the ``beats``-th), on the heartbeat thread."""
+
+    def keep_running(self, start: AttemptStart) -> bool:
+        """Asked at each heartbeat tick: False stops the task (an operator's kill)."""
+        return True
+
+    def attempt_ended(self, record: AttemptRecord) -> None:
+        """The attempt ended and what became of its message is settled."""
+
+    def close(self, timeout: float) -> None:
+        """The worker is stopping: flush within ``timeout`` seconds."""
+
+
+class Observers(WorkerEvents):
+    """Many observers as one; what one of them raises is logged and does not reach the worker."""
+
+    def __init__(self, observers: Iterable[WorkerEvents] = ()) -> None:
+        self.observers = list(observers)
+
+    def _each(self, method: str, message_id: str | None, *args: Any) -> list[Any]:
+        results = []
+        for observer in self.observers:
+            try:
+                results.append(getattr(observer, method)(*args))
+            except Exception:
+                logger.exception("message %s: observer %s.%s failed", message_id, type(observer).__name__, method)
+        return results
+
+    def attempt_started(self, start: AttemptStart) -> None:
+        self._each("attempt_started", start.message_id, start)
+
+    def heartbeat(self, start: AttemptStart, at: float, beats: int) -> None:
+        self._each("heartbeat", start.message_id, start, at, beats)
+
+    def keep_running(self, start: AttemptStart) -> bool:
+        return all(result is not False for result in self._each("keep_running", start.message_id, start))
+
+    def attempt_ended(self, record: AttemptRecord) -> None:
+        self._each("attempt_ended", record.message_id, record)
+
+    def close(self, timeout: float) -> None:
+        self._each("close", None, timeout)
