@@ -134,3 +134,29 @@ def test_in_eager_mode_a_batch_task_gets_a_batch_of_one():
     TaskManager("mem://eager", eager=True, tasks=tasks).submit("rows", id=7)
     assert seen == [[{"id": 7}]]
     assert json.dumps(seen)
+
+
+def test_observers_see_every_message_of_a_batch_start_and_end():
+    from sqsmaster import Worker
+    from sqsmaster.worker.events import WorkerEvents
+
+    # Given a batch task on a mem:// queue and an observer of the worker
+    tasks, calls = Registry(), []
+    tasks.register(calls.append, "rows", batch=5)
+    started, ended = [], []
+
+    class Recorder(WorkerEvents):
+        def attempt_started(self, start) -> None:
+            started.append(start.message_id)
+
+        def attempt_ended(self, record) -> None:
+            ended.append((record.message_id, str(record.outcome)))
+
+    ids = [TaskManager("mem://batch-observed").submit("rows", id=n)["MessageId"] for n in range(5)]
+    # When a worker drains it
+    code = Worker("mem://batch-observed", tasks, until_empty=True, wait_time=0, sqs_timeout=4,
+                  observers=[Recorder]).run()
+    # Then one call took the five, and the observer saw each message start and succeed
+    assert code == 0 and [len(call) for call in calls] == [5]
+    assert sorted(started) == sorted(ids)
+    assert sorted(ended) == sorted((i, "succeeded") for i in ids)

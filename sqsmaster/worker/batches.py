@@ -31,7 +31,8 @@ from ..lease import Lease, receive_count
 from ..outcomes import Action, Outcome
 from ..prefetch import PendingLeases
 from .attempts import describe
-from .jobs import record_from_message
+from .events import AttemptStart
+from .jobs import record_from_message, submitted_at
 from .registry import TaskSpec
 from .signals import block_stop_signals
 from .worklog import AttemptRecord, log_event
@@ -58,6 +59,7 @@ def run_batch(loop: "WorkerLoop", message: Message, spec: TaskSpec, name: str, k
     started_at = time.time()
     batch = [kwargs] + [member_kwargs for _, member_kwargs, _ in members]
     log_event("batch", message.message_id, name, attempt, size=len(batch))
+    _announce(loop, spec, members, name, started_at, timeouts)
     try:
         handler = loop.run_task(message, spec, name, kwargs, attempt, batch=batch)
     except BaseException:
@@ -67,6 +69,18 @@ def run_batch(loop: "WorkerLoop", message: Message, spec: TaskSpec, name: str, k
     settle(loop, handler, members, name, started_at)
     loop.ended += len(members)
     return handler.outcome
+
+
+def _announce(loop: "WorkerLoop", spec: TaskSpec, members: list[Member], name: str, started_at: float,
+              timeouts: tuple[float, float, float]) -> None:
+    """Tell the worker's observers each other message's attempt starts (the first one's is told by the loop)."""
+    if not loop.events.observers:
+        return
+    isolation = spec.isolation or loop.config.isolation
+    for message, kwargs, attempt in members:
+        loop.events.attempt_started(AttemptStart(message.message_id, message.queue.url, name, attempt, kwargs,
+                                                 started_at, started_at + timeouts[2], timeouts[0], isolation,
+                                                 submitted_at(message)))
 
 
 def gather(loop: "WorkerLoop", spec: TaskSpec, name: str, size: int, clock: Any = time.monotonic) -> list[Member]:
