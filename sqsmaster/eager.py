@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from .backends import SendEntry
 from .errors import ConfigurationError
-from .payloads import PayloadStore, resolve_payload
+from .payloads import PayloadStore, parse_pointer, resolve_payload
 from .testing import LocalMessage
 
 #: The environment variable that turns eager mode on for every TaskManager that does not say.
@@ -68,8 +68,13 @@ class EagerQueue:
         and UnknownTask for a name the registry does not hold.
         """
         message = received_copy(entry)
+        pointer = parse_pointer(message)
         resolve_payload(message, self._payloads)  # a body offloaded to S3 is read back, as a worker does
-        return {"MessageId": message.message_id, "Result": self._run(message)}
+        try:
+            return {"MessageId": message.message_id, "Result": self._run(message)}
+        finally:
+            if pointer is not None and self._payloads is not None:
+                self._payloads.delete(*pointer)  # as a worker's delete would: the object served its one run
 
     def get_attributes(self) -> dict[str, str]:
         return {}

@@ -148,3 +148,16 @@ def test_without_tasks_it_uses_the_default_registry():
     name = f"eager_default_{uuid.uuid4().hex[:8]}"
     sqsmaster.task(lambda value: value * 2, name=name)
     assert TaskManager("mem://eager", eager=True).submit(name, value=21)["Result"] == 42
+
+
+def test_a_body_over_the_threshold_goes_through_s3_and_back_and_leaves_nothing_there(registry, bucket):
+    # Given an eager TaskManager that offloads big bodies to a bucket on the moto server
+    tasks, calls = registry
+    s3, name = bucket
+    manager = TaskManager("https://sqs.us-east-1.amazonaws.com/123456789012/big", eager=True, tasks=tasks,
+                          payload_bucket=f"s3://{name}/bodies", payload_client=s3)
+    # When a task with a 2 MiB kwarg is submitted
+    manager.submit("record", blob="x" * (2 * 2**20))
+    # Then the task got it whole, and the stored body was deleted after its run
+    assert calls == [{"blob": "x" * (2 * 2**20)}]
+    assert s3.list_objects_v2(Bucket=name).get("KeyCount", 0) == 0
