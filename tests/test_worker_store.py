@@ -16,6 +16,7 @@ import pytest
 
 import sqsmaster.store as store_schemes
 from sqsmaster.cli import main
+from sqsmaster.ops import control
 from sqsmaster.store import JobFilter, open_store
 
 from .conftest import queue_counts
@@ -252,3 +253,23 @@ def test_a_store_that_cannot_be_opened_at_start_is_logged_and_the_worker_runs_wi
     assert ends(run.record_path) == ["n"]
     assert "the worker runs without it" in run.stderr
     assert "unreachable" in run.stderr
+
+
+def test_cancelled_messages_are_left_out_of_a_batch_task_s_call(make_queue, sqs_client, worker, sqlite_store_url,
+                                                                 tmp_path):
+    # Given twenty messages of a batch task (batch=25), three of them cancelled
+    url = make_queue(visibility_timeout=30)
+    ids = [submit(sqs_client, url, "insert_rows", id=n) for n in range(20)]
+    open_store(sqlite_store_url).close()
+    store = open_store(sqlite_store_url, create=False)
+    for message_id in (ids[0], ids[7], ids[19]):
+        control.cancel(store, message_id)
+    store.close()
+    # When a worker drains the queue
+    run = worker(url, "--tasks", "tests.batch_tasks", "--until-empty", "--store", sqlite_store_url)
+    assert run.wait(timeout=60) == 0, run.stderr
+    # Then the calls got the seventeen others, and the three were deleted unrun, recorded as cancelled
+    called = sorted(n for line in records(run.record_path) if line["event"] == "batch" for n in line["ids"])
+    assert called == [n for n in range(20) if n not in (0, 7, 19)]
+    assert [rows_of(sqlite_store_url, ids[n])[0].outcome for n in (0, 7, 19)] == ["cancelled"] * 3
+    assert queue_counts(sqs_client, url) == (0, 0, 0)

@@ -33,6 +33,7 @@ from ..prefetch import PendingLeases
 from .attempts import describe
 from .events import AttemptStart
 from .jobs import record_from_message, submitted_at
+from .orders import drop_cancelled
 from .registry import TaskSpec
 from .signals import block_stop_signals
 from .worklog import AttemptRecord, log_event
@@ -100,6 +101,8 @@ def gather(loop: "WorkerLoop", spec: TaskSpec, name: str, size: int, clock: Any 
             held = loop.receiver.receive(size - 1 - len(members))
             for message in held:
                 log_event("received", message.message_id, attempt=receive_count(message), queue=message.queue.url)
+            if held and loop.events.observers:  # an operator's cancels, as for the loop's own receives
+                held = drop_cancelled(held, loop.events, loop.outcomes)
             if not held:
                 break
         message = held.pop(0)
