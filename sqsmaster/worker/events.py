@@ -4,7 +4,9 @@ An observer subclasses :class:`WorkerEvents` and overrides what it needs. Every 
 must return at once and never raise into the worker (:class:`Observers` logs and swallows
 what escapes): a slow observer hands its work to a thread of its own. ``heartbeat`` is
 called on the task's heartbeat thread, once per beat, just before the lease is extended;
-``keep_running`` there may say False to stop the task as a hard timeout would.
+``keep_running`` there may say False to stop the task as a hard timeout would, and
+``kill_order`` may order it killed (outcome ``killed``); ``cancelled`` names received
+messages to delete unrun.
 """
 
 from __future__ import annotations
@@ -35,6 +37,15 @@ class AttemptStart:
     submitted: float | None = None
 
 
+@dataclass
+class KillOrder:
+    """An observer's order to stop a running attempt (an operator's kill): ``reason`` goes into the log and
+    the outcome's exception; ``then`` is what becomes of the message: ``release``, ``dead-letter``, ``delete``."""
+
+    reason: str
+    then: str = "dead-letter"
+
+
 class WorkerEvents:
     """An observer of one worker process; the default methods do nothing."""
 
@@ -47,6 +58,16 @@ class WorkerEvents:
     def keep_running(self, start: AttemptStart) -> bool:
         """Asked at each heartbeat tick: False stops the task (an operator's kill)."""
         return True
+
+    def kill_order(self, start: AttemptStart) -> KillOrder | None:
+        """Asked at each heartbeat tick, on the heartbeat thread (answer from memory): an order to kill the
+        task (outcome ``killed``, then the order's ``then``), or None."""
+        return None
+
+    def cancelled(self, message_ids: list[str]) -> set[str]:
+        """Asked once per received batch, before any of it runs: the ids to delete unrun (outcome
+        ``cancelled``). Must answer within a second or so: the batch waits for it."""
+        return set()
 
     def attempt_ended(self, record: AttemptRecord) -> None:
         """The attempt ended and what became of its message is settled."""
@@ -78,6 +99,15 @@ class Observers(WorkerEvents):
 
     def keep_running(self, start: AttemptStart) -> bool:
         return all(result is not False for result in self._each("keep_running", start.message_id, start))
+
+    def kill_order(self, start: AttemptStart) -> KillOrder | None:
+        return next((order for order in self._each("kill_order", start.message_id, start) if order), None)
+
+    def cancelled(self, message_ids: list[str]) -> set[str]:
+        found: set[str] = set()
+        for ids in self._each("cancelled", None, message_ids):
+            found |= set(ids or ())
+        return found
 
     def attempt_ended(self, record: AttemptRecord) -> None:
         self._each("attempt_ended", record.message_id, record)

@@ -23,6 +23,7 @@ exit code: see :data:`EXIT_CODES`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import platform
@@ -33,6 +34,8 @@ from typing import Any, Callable
 from ..backends import check_url
 from ..errors import ConfigurationError
 from ..limits import MAX_RECEIVE_MESSAGES, check_seconds, check_visibility_timeout, check_wait_time
+from ..store import StoreError, open_store
+from ..store.base import FAILURE_TTL, SUCCESS_TTL
 from ..supervise import DEFAULT_HARD_TIMEOUT
 from .events import WorkerEvents
 from .loop import (  # noqa: F401  (the exit codes are part of this module's interface)
@@ -48,6 +51,7 @@ from .loop import (  # noqa: F401  (the exit codes are part of this module's int
     task_timeouts,
 )
 from .pool import run_pool
+from .recorder import StoreRecorder
 from .registry import Registry, load_tasks
 from .shutdown import SHUTDOWN_MARGIN
 from .signals import ShutdownSignals
@@ -87,6 +91,12 @@ class Worker:
     :param observers: makers of :class:`~sqsmaster.worker.events.WorkerEvents` observers; each worker
         process (each pool child) calls every maker once and tells the observer of each attempt's start,
         heartbeats and end
+    :param store: the job store's URL (``sqlite:///PATH``, ``dynamodb://TABLE``): each worker process records
+        itself and every attempt there, through a background writer (a slow store never delays a task), and
+        obeys operators' kills and cancels. A store that cannot be reached at start is logged and the worker
+        runs (it records once the store answers); a URL no store understands is a ConfigurationError
+    :param store_keep_succeeded: seconds a succeeded attempt stays in the store (default one day)
+    :param store_keep_failed: seconds any other finished attempt stays (default seven days)
     :raises ConfigurationError: for settings that cannot work, before anything is received
     """
 
@@ -98,7 +108,8 @@ class Worker:
                  on_attempt_end: Callable[[AttemptRecord], None] | None = None,
                  queue_constructor: Callable[[str], Any] | None = None, job_log: str | None = None,
                  exit_at_deadline: bool = False,
-                 observers: list[Callable[[], WorkerEvents]] | None = None) -> None:
+                 observers: list[Callable[[], WorkerEvents]] | None = None, store: str | None = None,
+                 store_keep_succeeded: float = SUCCESS_TTL, store_keep_failed: float = FAILURE_TTL) -> None:
         urls = ([queue] if isinstance(queue, str) else list(queue)) + list(queues or [])
         if not urls:
             raise ConfigurationError("a worker needs at least one queue URL")
@@ -118,11 +129,14 @@ class Worker:
                 check_url(url)  # a typo in a URL's form shows now, before the banner and any receive
         if job_log is not None:
             _check_job_log(str(job_log))
+        observers = list(observers or [])
+        if store is not None:
+            observers.append(recorder_maker(store, urls, store_keep_succeeded, store_keep_failed))
         self.registry: Registry = load_tasks(tasks)
         self.config = WorkerConfig(urls, self.registry, concurrency, isolation, sqs_timeout, alarm, hard_timeout,
                                    wait_time, max_tasks, until_empty, prefetch, grace, dlq, notify,
                                    on_attempt_end, queue_constructor, None if job_log is None else str(job_log),
-                                   exit_at_deadline, list(observers or []))
+                                   exit_at_deadline, observers)
         # Fail on a bad isolation or timeouts here, not at the first message.
         for spec in (self.registry.get(name) for name in self.registry.names()):
             sqs, alarm_, hard = task_timeouts(self.config, spec)
@@ -145,6 +159,23 @@ class Worker:
                     "sqs-timeout %gs, heartbeat every %gs, hard-timeout %gs, grace %gs, prefetch %d", __version__,
                     os.getpid(), socket.gethostname(), platform.python_version(), config.concurrency, config.isolation,
                     config.sqs_timeout, config.alarm_timeout or 0, config.hard_timeout, config.grace, config.prefetch)
+
+
+def recorder_maker(url: str, queues: list[str], keep_succeeded: float = SUCCESS_TTL,
+                   keep_failed: float = FAILURE_TTL) -> Callable[[], WorkerEvents]:
+    """The maker of each worker process's :class:`~sqsmaster.worker.recorder.StoreRecorder` for the store at
+    ``url``, after a look at the store now: ConfigurationError for a URL no store understands or TTLs that
+    are not positive; a store that cannot be opened is only logged (see :class:`Worker`'s ``store``)."""
+    for name, seconds in (("store_keep_succeeded", keep_succeeded), ("store_keep_failed", keep_failed)):
+        check_seconds(name, seconds)
+    try:
+        open_store(url).close()
+    except StoreError as exc:
+        # The store is for seeing and steering; SQS holds the work. A worker that refused to start while
+        # the store is down would turn a monitoring outage into a processing one (a fleet scaling out
+        # during a DynamoDB incident), so it runs, and its writer logs the outage and its cost.
+        logger.warning("%s; the worker runs without it and records once it answers", exc)
+    return functools.partial(StoreRecorder, url, list(queues), keep_succeeded, keep_failed)
 
 
 def _check_distinct(urls: list[str], dlq: str | None) -> None:

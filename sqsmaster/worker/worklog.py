@@ -25,7 +25,7 @@ logger = logging.getLogger("sqsmaster.worker")
 
 #: Record attributes a JSON line carries when an event set them.
 EVENT_FIELDS = ("event", "message_id", "task", "attempt", "runtime", "queue", "delay", "dlq", "reason", "isolation",
-                "visibility", "extensions")
+                "visibility", "extensions", "then", "action")
 
 
 @dataclass
