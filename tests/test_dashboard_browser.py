@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import subprocess
-import sys
 import time
 
 import pytest
@@ -17,8 +15,8 @@ import pytest
 from sqsmaster.store import AttemptRow, JobFilter
 
 from .dashboard_data import fill
-from .dashboard_kit import ROOT, DashboardServer, browser_missing, chrome
-from .workerkit import wait_for
+from .dashboard_kit import DashboardServer, browser_missing, chrome
+from .workerkit import submit, wait_for, worker_factory
 
 pytestmark = [pytest.mark.xdist_group("browser"),
               pytest.mark.skipif(browser_missing() is not None, reason=f"no browser: {browser_missing()}")]
@@ -33,6 +31,12 @@ def driver():
     browser = chrome()
     yield browser
     browser.quit()
+
+
+@pytest.fixture
+def worker(tmp_path):
+    """``sqsmaster worker`` processes (killed at the end if still alive), heartbeating every second."""
+    yield from worker_factory(tmp_path, ["--sqs-timeout", "4", "--alarm-timeout", "1", "--wait-time", "1"])
 
 
 @pytest.fixture
@@ -203,37 +207,30 @@ def test_paginating_walks_every_job_once_and_back(driver, store, store_url):
         assert [message_id for message_id, _ in rows(driver)] == pages[3]
 
 
-def test_kill_a_running_task_and_see_it_stop(driver, store, store_url, make_queue, sqs_client, tmp_path):
-    # Given a real worker running a task that would spin for a minute, reporting to the store
+def test_kill_a_running_task_and_see_it_stop(driver, store, store_url, make_queue, sqs_client, worker):
+    # Given a real `sqsmaster worker --store` running a task that would nap for a minute
     url = make_queue(dead_letter=True, max_receive_count=5)
-    sqs_client.send_message(QueueUrl=url, MessageBody=json.dumps({"task": "spin", "kwargs": {"seconds": 60}}))
-    log = open(tmp_path / "worker.log", "w")
-    worker = subprocess.Popen([sys.executable, "-m", "tests.dashboard_worker", url, store_url], cwd=ROOT,
-                              stdout=log, stderr=subprocess.STDOUT)
-    try:
-        [row] = wait_for(lambda: store.attempts(JobFilter(status="running"), time.time()).rows, 30,
-                         "the task to run")
-        with DashboardServer(store_url, [url]) as server:
-            driver.get(server.url + "/running")
-            loaded(driver)
-            until(driver, lambda d: rows(d), "the running row")
-            # When the operator clicks Kill and confirms
-            click(driver, f"tr[data-message-id='{row.message_id}'] button[data-action=kill]")
-            confirm(driver, "Kill 1 running task")
-            # Then the task stops within a few heartbeat ticks (0.5 s each), and the worker exits (max_tasks=1)
-            assert worker.wait(timeout=30) == 0
-            assert store.attempts_of(row.message_id)[-1].outcome == "killed"
-            # And the Running view lists it no more; its page says killed; the audit trail has the order
-            until(driver, lambda d: not rows(d), "the row to leave Running")
-            driver.get(f"{server.url}/jobs/{row.message_id}")
-            loaded(driver)
-            assert "killed" in text(driver, "section.attempt h3")
-        assert [(a.what, a.target) for a in store.actions()] == [("kill", row.message_id)]
-    finally:
-        if worker.poll() is None:
-            worker.kill()
-            worker.wait()
-        log.close()
+    message_id = submit(sqs_client, url, "nap", id="long", seconds=60)
+    run = worker(url, "--store", store_url, "--max-tasks", "1")
+    wait_for(lambda: store.attempts(JobFilter(status="running", message_id=message_id), time.time()).rows, 30,
+             "the task to show running in the store")
+    with DashboardServer(store_url, [url]) as server:
+        driver.get(server.url + "/running")
+        loaded(driver)
+        until(driver, lambda d: [i for i, _ in rows(d)] == [message_id], "the running row")
+        # When the operator clicks Kill and confirms
+        click(driver, f"tr[data-message-id='{message_id}'] button[data-action=kill]")
+        confirm(driver, "Kill 1 running task")
+        # Then the task stops at a heartbeat tick (1 s here), and the worker exits (--max-tasks 1, 0: as asked)
+        assert run.wait(timeout=30) == 0, run.stderr
+        [killed] = store.attempts_of(message_id)
+        assert (killed.outcome, killed.action) == ("killed", "dead-lettered") and killed.runtime < 30
+        # And the Running view lists it no more; its page says killed; the audit trail has the order
+        until(driver, lambda d: not rows(d), "the row to leave Running")
+        driver.get(f"{server.url}/jobs/{message_id}")
+        loaded(driver)
+        assert "killed" in text(driver, "section.attempt h3")
+    assert [(a.what, a.target) for a in store.actions()] == [("kill", message_id)]
 
 
 def test_requeue_a_failure_group(driver, store, store_url, make_queue, sqs_client):
