@@ -80,6 +80,15 @@ def test_binding_off_loopback_without_auth_is_refused_with_exit_2(tmp_path, caps
     assert code == 2 and "reachable from other machines" in err and "--auth" in err and len(err.splitlines()) == 1
 
 
+def test_the_password_may_come_from_the_environment_out_of_the_process_list(tmp_path, monkeypatch, capsys):
+    # Given no store, so that a dashboard that passes the bind check stops at the store (exit 3, not 2)
+    monkeypatch.setenv("SQSMASTER_DASHBOARD_AUTH", "ops:s3cret")
+    assert main(["dashboard", "--store", f"sqlite:///{tmp_path}/none.db", "--bind", "0.0.0.0:5555"]) == 3
+    monkeypatch.setenv("SQSMASTER_DASHBOARD_AUTH", "")
+    assert main(["dashboard", "--store", f"sqlite:///{tmp_path}/none.db", "--bind", "0.0.0.0:5555"]) == 2
+    assert "--auth" in capsys.readouterr().err
+
+
 def test_a_missing_store_exits_3_and_a_malformed_bind_exits_2(tmp_path, capsys):
     assert main(["dashboard", "--store", f"sqlite:///{tmp_path}/none.db"]) == 3
     assert main(["dashboard", "--store", f"sqlite:///{tmp_path}/none.db", "--bind", "localhost"]) == 2

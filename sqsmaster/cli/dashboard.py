@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
 from ..errors import ConfigurationError
 from . import EXIT_OK
+
+#: Where --auth is read from when not given: a command line is visible to every user of the host (ps).
+AUTH_ENV = "SQSMASTER_DASHBOARD_AUTH"
 
 
 def register(subparsers: Any) -> None:
@@ -23,7 +27,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--bind", default="127.0.0.1:5555", metavar="HOST:PORT",
                         help="where to listen (default 127.0.0.1:5555)")
     parser.add_argument("--read-only", action="store_true", help="refuse every action (kill, requeue, redrive)")
-    parser.add_argument("--auth", metavar="USER:PASSWORD", help="require HTTP basic auth (needed off loopback)")
+    parser.add_argument("--auth", metavar="USER:PASSWORD", default=None,
+                        help=f"require HTTP basic auth (needed off loopback); default ${AUTH_ENV}, which keeps "
+                             "the password out of the process list")
     parser.set_defaults(func=run)
 
 
@@ -32,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
     from ..ops.dashboard.app import LOOPBACK_HOSTS, loopback
     from ..store import StoreError, open_store, store_url_from_env
 
-    host, port = parse_bind(args.bind, args.auth)
+    auth = args.auth if args.auth is not None else (os.environ.get(AUTH_ENV) or None)
+    host, port = parse_bind(args.bind, auth)
     if len(set(args.queues)) != len(args.queues):
         raise ConfigurationError("--queue: a queue is given twice")
     url = store_url_from_env(args.store)
@@ -46,8 +53,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         print(f"sqsmaster dashboard on http://{host}:{port}/ ({url}{', read-only' if args.read_only else ''})",
               flush=True)
-        hosts = LOOPBACK_HOSTS if loopback(host) and args.auth is None else None
-        serve(DashboardConfig(store, list(args.queues), read_only=args.read_only, auth=args.auth,
+        hosts = LOOPBACK_HOSTS if loopback(host) and auth is None else None
+        serve(DashboardConfig(store, list(args.queues), read_only=args.read_only, auth=auth,
                               allowed_hosts=hosts), host, port)
     finally:
         store.close()
