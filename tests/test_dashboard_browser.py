@@ -288,3 +288,34 @@ def test_read_only_disables_every_action_and_the_server_refuses_them(driver, sto
         assert status == 403
     running = store.attempts(JobFilter(status="running"), time.time()).rows
     assert running and store.flags([r.message_id for r in running]) == {} and store.actions() == []
+
+
+def test_a_store_filled_by_real_workers_shows_their_jobs_failures_and_dead_letters(driver, store, store_url,
+                                                                                  make_queue, sqs_client, worker):
+    # Given a real worker that drained three tasks that succeed and two that fail for good, recording to the store
+    url = make_queue(dead_letter=True, max_receive_count=1)
+    dlq = make_queue.dead_letter_urls[url]
+    [submit(sqs_client, url, "note", id=f"ok{index}") for index in range(3)]
+    failed = {submit(sqs_client, url, "fail_no_retry", id=f"bad{index}") for index in range(2)}
+    run = worker(url, "--store", store_url, "--until-empty")
+    assert run.wait(timeout=60) == 0, run.stderr
+    with DashboardServer(store_url, [url]) as server:
+        # Then the Jobs view lists the five attempts (a last failure is recorded as dead-lettered), the failures
+    # their group, the dead letters both
+        driver.get(server.url + "/jobs")
+        loaded(driver)
+        assert sorted(cells[6] for _, cells in rows(driver)) == ["dead-lettered"] * 2 + ["succeeded"] * 3
+        driver.get(server.url + "/failures")
+        loaded(driver)
+        [(_, cells)] = rows(driver, "tr[data-group]")
+        assert cells[:4] == ["fail_no_retry", "RuntimeError", "2", "2"]
+        driver.get(server.url + "/dead-letters")
+        loaded(driver)
+        assert {message_id for message_id, _ in rows(driver)} == failed
+        # When both are redriven: SQS's redrive policy moved them to the DLQ under their own ids, found there
+        click(driver, "#redrive-all")
+        confirm(driver, "Redrive 2 message(s)")
+        until(driver, lambda d: "redrive:" in (text(d, "#notice") or ""), "the result")
+        assert "redrive: 2 done" in text(driver, "#notice"), text(driver, "#notice")
+    bodies = sorted(json.loads(m["Body"])["kwargs"]["id"] for m in receive_all(sqs_client, url))
+    assert bodies == ["bad0", "bad1"] and not receive_all(sqs_client, dlq)
