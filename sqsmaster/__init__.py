@@ -41,6 +41,7 @@ from .testing import LocalMessage
 from .worker.facade import Worker
 from .worker.registry import Registry, load_tasks, task
 from .worker.retry import Retry, RetryPolicy, exponential, fixed, linear
+from .worker.schedules import cron, every
 
 __version__ = "0.1.0"
 
@@ -51,6 +52,8 @@ __all__ = [
     # words for how an attempt ended (AttemptRecord.outcome and .action compare equal to them)
     "Worker", "task", "Registry", "load_tasks", "Retry", "RetryPolicy", "exponential", "fixed", "linear",
     "MessageHandler", "Outcome", "Action",
+    # Periodic tasks: @task(schedule=every(minutes=10)) or @task(schedule=cron("0 3 * * *"))
+    "every", "cron",
     # Queues
     "open_queue", "LocalQueue",
     # Handler unit tests: a message built by hand (sqstaskmaster's LocalMessage)

@@ -83,13 +83,16 @@ ENVIRONMENT: list[tuple[str, str, str, Callable[[str], Any]]] = [
     ("--dlq", "dlq", "SQSMASTER_DLQ", str),
     ("--log-format", "log_format", "SQSMASTER_LOG_FORMAT", str),
     ("--job-log", "job_log", "SQSMASTER_JOB_LOG", str),
+    ("--store", "store", "SQSMASTER_STORE", str),
+    ("--no-scheduler", "no_scheduler", "SQSMASTER_NO_SCHEDULER", _flag),
     ("--log-level", "log_level", "SQSMASTER_LOG_LEVEL", str.upper),
 ]
 
 #: What an option is when neither the command line nor the environment gives it.
 DEFAULTS: dict[str, Any] = {"tasks": [], "queue": [], "concurrency": 1, "isolation": "signal", "sqs_timeout": 30.0,
                             "hard_timeout": float(DEFAULT_HARD_TIMEOUT), "grace": 30.0, "wait_time": 20.0,
-                            "prefetch": 0, "until_empty": False, "log_format": "text"}
+                            "prefetch": 0, "until_empty": False, "log_format": "text",
+                            "no_scheduler": False}
 
 
 def _epilog() -> str:
@@ -152,6 +155,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--log-format", choices=["text", "json"], help="log lines as text or JSON (default text)")
     parser.add_argument("--job-log", metavar="PATH",
                         help="append one JSON line per attempt (sqsmaster report PATH reads it)")
+    parser.add_argument("--store", metavar="URL",
+                        help="job store (sqlite:///PATH...): claims of periodic tasks' slots and task locks")
+    parser.add_argument("--no-scheduler", action="store_const", const=True,
+                        help="do not send periodic tasks' due slots from this worker")
     parser.set_defaults(func=run)
 
 
@@ -220,7 +227,7 @@ def run(args: argparse.Namespace) -> int:
                     sqs_timeout=args.sqs_timeout, alarm_timeout=args.alarm_timeout, hard_timeout=args.hard_timeout,
                     wait_time=args.wait_time, max_tasks=args.max_tasks, until_empty=args.until_empty,
                     prefetch=args.prefetch, grace=args.grace, dlq=args.dlq, job_log=args.job_log,
-                    exit_at_deadline=True)
+                    exit_at_deadline=True, store=args.store, scheduler=not args.no_scheduler)
     code = worker.run()
     # The process ends now: spare it the interpreter's last garbage collection, a walk over every object
     # of boto3's service models that took up to a second on a loaded machine, after the worker was done

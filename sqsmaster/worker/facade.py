@@ -33,8 +33,10 @@ from typing import Any, Callable
 from ..backends import check_url
 from ..errors import ConfigurationError
 from ..limits import MAX_RECEIVE_MESSAGES, check_seconds, check_visibility_timeout, check_wait_time
+from ..store import open_store
 from ..supervise import DEFAULT_HARD_TIMEOUT
 from .events import WorkerEvents
+from .locks import task_locks
 from .loop import (  # noqa: F401  (the exit codes are part of this module's interface)
     EXIT_CODES,
     EXIT_FAILURE,
@@ -87,6 +89,11 @@ class Worker:
     :param observers: makers of :class:`~sqsmaster.worker.events.WorkerEvents` observers; each worker
         process (each pool child) calls every maker once and tells the observer of each attempt's start,
         heartbeats and end
+    :param store: the job store's URL (``sqlite:///PATH``...): it holds the claims of periodic tasks' slots
+        and the task locks; tasks with ``lock`` need it, tasks with a ``schedule`` are sent only by
+        workers that have it
+    :param scheduler: send the periodic tasks' due slots (False: ``--no-scheduler``, e.g. when EventBridge
+        Scheduler sends them)
     :raises ConfigurationError: for settings that cannot work, before anything is received
     """
 
@@ -98,7 +105,8 @@ class Worker:
                  on_attempt_end: Callable[[AttemptRecord], None] | None = None,
                  queue_constructor: Callable[[str], Any] | None = None, job_log: str | None = None,
                  exit_at_deadline: bool = False,
-                 observers: list[Callable[[], WorkerEvents]] | None = None) -> None:
+                 observers: list[Callable[[], WorkerEvents]] | None = None, store: str | None = None,
+                 scheduler: bool = True) -> None:
         urls = ([queue] if isinstance(queue, str) else list(queue)) + list(queues or [])
         if not urls:
             raise ConfigurationError("a worker needs at least one queue URL")
@@ -122,7 +130,8 @@ class Worker:
         self.config = WorkerConfig(urls, self.registry, concurrency, isolation, sqs_timeout, alarm, hard_timeout,
                                    wait_time, max_tasks, until_empty, prefetch, grace, dlq, notify,
                                    on_attempt_end, queue_constructor, None if job_log is None else str(job_log),
-                                   exit_at_deadline, list(observers or []))
+                                   exit_at_deadline, list(observers or []), store, bool(scheduler))
+        _check_store(self.registry, store)
         # Fail on a bad isolation or timeouts here, not at the first message.
         for spec in (self.registry.get(name) for name in self.registry.names()):
             sqs, alarm_, hard = task_timeouts(self.config, spec)
@@ -156,6 +165,16 @@ def _check_distinct(urls: list[str], dlq: str | None) -> None:
     if dlq is not None and dlq in urls:
         raise ConfigurationError(f"--dlq {dlq} is also a queue the worker works on: each dead letter would run "
                                  "again; give a queue of its own")
+
+
+def _check_store(registry: Registry, url: str | None) -> None:
+    """A task that takes a lock needs a store; a store URL must open (a bad one is a ConfigurationError)."""
+    store = open_store(url) if url else None
+    try:
+        task_locks(registry, store)
+    finally:
+        if store is not None:
+            store.close()
 
 
 def _check_job_log(path: str) -> None:

@@ -26,13 +26,16 @@ from ..ordering import GroupOrder
 from ..outcomes import Outcome
 from ..payloads import PayloadStore
 from ..prefetch import PendingLeases
+from ..store import open_store
 from ..supervise import DEFAULT_HARD_TIMEOUT
 from .attempts import Outcomes
 from .deletes import DEFAULT_MAX_DELAY, DeleteBatcher
 from .events import AttemptStart, Observers, WorkerEvents
 from .jobs import submitted_at
+from .locks import task_locks
 from .receiving import Receiver, open_worker_queue, unreachable_backoff
 from .registry import TaskSpec, load_tasks
+from .scheduler import SchedulerThread, start_scheduler
 from .shutdown import FLUSH_TIMEOUT, release_now
 from .signals import ShutdownSignals, WorkerShutdown, block_stop_signals
 from .worklog import AttemptRecord, log_event
@@ -85,6 +88,10 @@ class WorkerConfig:
     #: Makers of this process's observers (the job store's recorder, metrics): each worker process,
     #: a pool child included, calls them once, so an observer's threads and connections are its own.
     observers: list[Callable[[], WorkerEvents]] = field(default_factory=list)
+    #: The job store's URL (claims of periodic slots and task locks), or None.
+    store: str | None = None
+    #: Send the periodic tasks' due slots from this process (a pool: its first child only).
+    scheduler: bool = True
 
 
 
@@ -126,6 +133,11 @@ class WorkerLoop:
         self._clients = [client for _, client in opened if client is not None]
         dlq = opened[-1][0] if config.dlq else None
         self.events = Observers(make() for make in config.observers)
+        self.store = open_store(config.store) if config.store else None
+        self.locks = task_locks(self.registry, self.store)
+        if self.locks.needed:
+            self.events.observers.append(self.locks)  # stops a task whose lock expired unrenewed
+        self.scheduler: SchedulerThread | None = None
         self.outcomes = Outcomes(dlq, config.notify, self._attempt_ended, config.job_log)
         # A drain (--until-empty) looks at the queues every second, to end within a second of their last
         # delete (another worker's included) rather than a long poll later.
@@ -165,6 +177,9 @@ class WorkerLoop:
     def _work(self) -> int:
         if not self._prepare():
             return EXIT_OK
+        if self.config.scheduler:
+            self.scheduler = start_scheduler(self.registry, self.store, self.config.queues[0],
+                                             self.config.queue_constructor)
         logger.info("worker ready (pid %d): queues %s, tasks %s, dead letters %s", os.getpid(),
                     ", ".join(self.config.queues), ", ".join(self.registry.names()),
                     ", ".join(d.mode for d in self.outcomes.dead_letters.values()))
@@ -272,7 +287,12 @@ class WorkerLoop:
             # It came back after its last attempt (handed to the redrive policy, or a crash): no more runs.
             self.outcomes.end_of_line(message, name, attempt, "past its last retry")
             return True
+        lock = self.locks.take(message, spec, kwargs, attempt, task_timeouts(self.config, spec)[0])
+        if lock is False:  # held elsewhere: the message was handed back to come again later, not a failure
+            self.order.settle(message, succeeded=False)
+            return True
         if self.signals.stopping or not self._take_slot():
+            self.locks.release(lock)
             self.pending.add([message])
             return False
         try:
@@ -280,6 +300,7 @@ class WorkerLoop:
             self.order.settle(message, succeeded=outcome == Outcome.SUCCEEDED)
         finally:
             self.ended += 1
+            self.locks.release(lock)
         return True
 
     def _take_slot(self) -> bool:
@@ -377,7 +398,11 @@ class WorkerLoop:
         self._release_unstarted(deadline, wait=deadline - time.monotonic())
         self.pending.close()
         self.receiver.close()
+        if self.scheduler is not None:
+            self.scheduler.close(timeout=max(deadline - time.monotonic(), 0.5))
         self.events.close(timeout=max(deadline - time.monotonic(), 0.5))
+        if self.store is not None:
+            self.store.close()
         for client in self._clients:
             client.close()
         with self._lock:
