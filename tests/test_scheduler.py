@@ -8,6 +8,7 @@ counts the messages there, by their ``schedule_slot`` attribute.
 from __future__ import annotations
 
 import random
+import signal
 import threading
 from collections import Counter
 from typing import Any
@@ -239,3 +240,38 @@ def test_a_winner_dying_after_its_send_is_sent_once_on_a_fifo_queue(store_url, m
     scheduler(registry, store_url, url, clock, "other").run_pass()
     # Then the queue holds one message for the slot: the deduplication id is the slot
     assert sent_slots(sqs_client, url) == grid(0, 1)
+
+
+def test_real_workers_send_each_slot_once_from_one_scheduler_per_pool(make_queue, sqs_client, tmp_path):
+    from .workerkit import WorkerRun, wait_for
+
+    # Given a task due every second whose messages go to a queue no worker reads, and three workers on one
+    # store: a pool of two processes, a single process, and one started with --no-scheduler
+    slots_url, url = make_queue(), make_queue()
+    store = f"sqlite:///{tmp_path}/jobs.db"
+    common = ["--tasks", "tests.scheduled_tasks", "--store", store, "--wait-time", "1"]
+    env = {"PERIODIC_TEST_QUEUE": slots_url}
+    runs = [WorkerRun(url, [*common, *extra], tmp_path / "records.jsonl", env=env)
+            for extra in (["--concurrency", "2"], [], ["--no-scheduler"])]
+    seen: Counter = Counter()
+
+    def four_slots_sent() -> bool:
+        seen.update(sent_slots(sqs_client, slots_url))
+        return len(seen) >= 4
+
+    try:
+        for run in runs:
+            run.wait_until_ready(timeout=30)
+        # When they run for at least four slots
+        wait_for(four_slots_sent, 30, "four slots")
+    finally:
+        for run in runs:
+            run.send_signal(signal.SIGTERM)
+        codes = [run.wait(timeout=60) for run in runs]
+    seen.update(sent_slots(sqs_client, slots_url))
+    # Then each slot went out once, on the one-second grid
+    assert codes == [0, 0, 0], [run.stderr for run in runs]
+    assert set(seen.values()) == {1}
+    assert all(key.startswith("each_second@") for key in seen)
+    # And one scheduler ran per worker that may run one: the pool's first child, the single process
+    assert [run.stderr.count("scheduler started") for run in runs] == [1, 1, 0]
