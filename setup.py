@@ -21,6 +21,7 @@ setup(
         "demo": ["moto[server]>=5.0", "tqdm>=4.60", "matplotlib>=3.5"],
         "progress": ["tqdm>=4.60"],
         "plot": ["matplotlib>=3.5"],
+        "cron": ["croniter>=2.0"],
     },
     entry_points={"console_scripts": ["sqsmaster=sqsmaster.cli:main"]},
     classifiers=[
