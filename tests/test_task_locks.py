@@ -174,6 +174,7 @@ def test_lock_keys_name_the_task_and_the_values_of_the_key_kwargs():
 @pytest.mark.parametrize("options, error", [
     ({"lock_key": ()}, "lock_key= takes kwarg names"),
     ({"lock_key": ("user", 3)}, "lock_key= takes kwarg names"),
+    ({"lock_key": ("account",)}, "lock_key names account, which it takes no kwarg of"),
     ({"lock": "yes"}, "lock= takes True or False"),
     ({"lock": True, "lock_retry": 0}, "lock_retry= takes whole seconds in [1, 900]"),
     ({"lock": True, "lock_retry": 901}, "lock_retry= takes whole seconds in [1, 900]"),
@@ -183,3 +184,28 @@ def test_bad_lock_options_are_refused_at_registration(options, error):
 
     with pytest.raises(ConfigurationError, match=error.replace("[", r"\[").replace("]", r"\]")):
         Registry().register(lambda user=None: None, name="sync", **options)
+
+
+def test_a_lock_whose_worker_was_killed_expires_and_the_task_runs_elsewhere(make_queue, sqs_client, tmp_path):
+    from .workerkit import WorkerRun, wait_for
+
+    # Given a worker (visibility 2 s: its lock lasts 6 s past each renewal) running a long locked task
+    url, store = make_queue(), f"sqlite:///{tmp_path}/jobs.db"
+    args = ["--sqs-timeout", "2", "--wait-time", "1", "--tasks", "tests.periodic_tasks", "--store", store]
+    submit(sqs_client, url, "exclusive", id="long", seconds=60)
+    first = WorkerRun(url, args, tmp_path / "records.jsonl")
+    wait_for(lambda: [line for line in records(tmp_path / "records.jsonl") if line["event"] == "start"], 30,
+             "the task to start")
+    # When that worker is killed with SIGKILL (nothing released), and another one starts
+    first.kill()
+    second = WorkerRun(url, args, tmp_path / "records.jsonl")
+    try:
+        # Then the message comes back, waits for the dead holder's lock to expire, and runs on the second
+        starts = wait_for(lambda: [line for line in records(tmp_path / "records.jsonl")
+                                   if line["event"] == "start" and line["pid"] != first.process.pid], 40,
+                          "the task to start on the second worker")
+        assert [line["id"] for line in starts] == ["long"]
+        held = [line for line in second.stderr.splitlines() if "held by" in line]
+        assert held and all(f":{first.process.pid}:" in line for line in held)  # the dead worker's attempt
+    finally:
+        second.kill()

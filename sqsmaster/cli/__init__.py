@@ -19,6 +19,7 @@ from typing import Any, NoReturn, Sequence
 
 from .. import __version__
 from ..errors import ConfigurationError, QueueDoesNotExist, QueueError, SqsMasterError
+from ..store import StoreError
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -86,7 +87,7 @@ def exit_code(error: BaseException) -> int:
     """The exit code for an error a command raised (see the module's docstring)."""
     if isinstance(error, ConfigurationError):
         return EXIT_USAGE
-    if isinstance(error, QueueDoesNotExist):
+    if isinstance(error, (QueueDoesNotExist, StoreError)):  # a job store missing or unreachable, like a queue
         return EXIT_QUEUE
     if isinstance(error, QueueError):
         if error.code in ACCESS_ERROR_CODES:

@@ -295,12 +295,27 @@ def _check_schedule_and_lock(target: Target, name: str, options: dict[str, Any])
                                      f"{lock_key!r}")
         options["lock_key"] = tuple(keys)
         options["lock"] = True
+        unknown = [key for key in keys if not _takes_kwarg(target, key)]
+        if unknown:
+            raise ConfigurationError(f"task {name!r}: lock_key names {', '.join(unknown)}, which it takes no "
+                                     "kwarg of")
     if not isinstance(options.get("lock", False), bool):
         raise ConfigurationError(f"task {name!r}: lock= takes True or False, not {options['lock']!r}")
     retry = options.get("lock_retry", DEFAULT_LOCK_RETRY)
     if isinstance(retry, bool) or not isinstance(retry, int) or not 1 <= retry <= MAX_DELAY_SECONDS:
         raise ConfigurationError(f"task {name!r}: lock_retry= takes whole seconds in [1, {MAX_DELAY_SECONDS}] "
                                  f"(SQS's longest delay), not {retry!r}")
+
+
+def _takes_kwarg(target: Target, name: str) -> bool:
+    """Whether a function task takes kwarg ``name`` (a handler class, or a function with ``**kwargs``, takes any)."""
+    if isinstance(target, type):
+        return True
+    try:
+        parameters = inspect.signature(target).parameters
+    except (TypeError, ValueError):
+        return True
+    return name in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
 
 
 def _describe(error: BaseException) -> str:
