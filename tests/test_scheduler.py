@@ -275,3 +275,63 @@ def test_real_workers_send_each_slot_once_from_one_scheduler_per_pool(make_queue
     assert all(key.startswith("each_second@") for key in seen)
     # And one scheduler ran per worker that may run one: the pool's first child, the single process
     assert [run.stderr.count("scheduler started") for run in runs] == [1, 1, 0]
+
+
+def test_a_send_that_fails_leaves_the_slot_to_the_next_pass(store_url, make_queue, sqs_client, caplog):
+    # Given a scheduler whose queue refuses the first send (as a frozen or missing endpoint would)
+    url, clock = make_queue(), Clock(T0 + 0.5)
+    registry = make_registry()
+    sender, failures = QueueSender(url), []
+
+    def flaky_send(spec: Any, slot: float) -> str:
+        if not failures:
+            failures.append(slot)
+            raise ConnectionError("endpoint unreachable")
+        return sender(spec, slot)
+
+    one = scheduler(registry, store_url, url, clock, "flaky", send=flaky_send)
+    other = scheduler(registry, store_url, url, clock, "other")
+    # When it passes, fails, and the clock moves on a second
+    assert one.run_pass() == 0
+    assert "schedule of report: endpoint unreachable" in caplog.text
+    # Then its claim was let go at once: the next pass of any scheduler sends the slot, once
+    clock.now += 1
+    assert other.run_pass() + one.run_pass() == 1
+    assert sent_slots(sqs_client, url) == grid(0, 1)
+
+
+def test_a_pool_whose_scheduling_child_is_killed_goes_on_sending_slots(make_queue, sqs_client, tmp_path):
+    import os
+    import re
+
+    from .workerkit import WorkerRun, wait_for
+
+    # Given a pool of two worker processes sending a slot every second to a queue nobody reads
+    slots_url, url = make_queue(), make_queue()
+    args = ["--tasks", "tests.scheduled_tasks", "--store", f"sqlite:///{tmp_path}/jobs.db", "--wait-time", "1",
+            "--concurrency", "2"]
+    pool = WorkerRun(url, args, tmp_path / "records.jsonl", env={"PERIODIC_TEST_QUEUE": slots_url})
+    seen: Counter = Counter()
+
+    def slots_sent(count: int) -> Any:
+        def enough() -> bool:
+            seen.update(sent_slots(sqs_client, slots_url))
+            return len(seen) >= count
+        return enough
+
+    try:
+        pool.wait_until_ready(timeout=30)
+        wait_for(slots_sent(2), 30, "two slots")
+        # When its first child, the one that schedules, is killed with SIGKILL
+        first_child = int(re.search(r"worker process 0 started \(pid (\d+)\)", pool.stderr).group(1))
+        os.kill(first_child, signal.SIGKILL)
+        wait_for(lambda: pool.stderr.count("worker process 0 started") == 2, 30, "a new first child")
+        # Then its replacement schedules: slots go on, each sent once
+        wait_for(slots_sent(len(seen) + 3), 30, "three more slots")
+    finally:
+        pool.send_signal(signal.SIGTERM)
+        code = pool.wait(timeout=60)
+    seen.update(sent_slots(sqs_client, slots_url))
+    assert code == 4, pool.stderr  # a worker process died: the pool says so
+    assert set(seen.values()) == {1}
+    assert pool.stderr.count("scheduler started") == 2

@@ -209,3 +209,38 @@ def test_a_lock_whose_worker_was_killed_expires_and_the_task_runs_elsewhere(make
         assert held and all(f":{first.process.pid}:" in line for line in held)  # the dead worker's attempt
     finally:
         second.kill()
+
+
+@pytest.mark.parametrize("fifo", [False, True])
+def test_a_message_that_finds_its_lock_held_waits_without_spending_a_receive(make_queue, sqs_client, tmp_path,
+                                                                             fifo):
+    from sqsmaster import open_queue
+
+    # Given a message of a locked task, received, and its lock held by another attempt
+    url = make_queue(fifo=fifo)
+    extra = {"MessageGroupId": "g", "MessageDeduplicationId": "d"} if fifo else {}
+    sqs_client.send_message(QueueUrl=url, MessageBody='{"task": "sync", "kwargs": {}}', **extra)
+    [message] = open_queue(url).receive(1, wait_time=1, visibility_timeout=30)
+    store = open_store(f"sqlite:///{tmp_path}/jobs.db")
+    assert store.claim("lock:sync", "elsewhere:1:m0:1", Clocks().wall, 60)
+    locks = TaskLocks(store, clock=lambda: Clocks().wall)
+    # When the worker tries to take the lock
+    assert locks.take(message, locked_spec(lock_retry=7), {}, 1, 30.0) is False
+    # Then on a standard queue the message was re-sent with the delay (the original deleted): no receive spent;
+    # on a FIFO queue (no per-message delay) it is handed back for the delay instead
+    assert queue_counts(sqs_client, url) == ((0, 1, 0) if fifo else (0, 0, 1))
+    locks.close(1)
+
+
+def test_a_message_whose_lock_the_store_cannot_answer_for_waits_too(make_queue, sqs_client, tmp_path):
+    from sqsmaster import open_queue
+
+    class DownStore:
+        def claim(self, *args: Any) -> bool:
+            raise StoreError("job store sqlite:///x: database is locked")
+
+    url = make_queue()
+    submit(sqs_client, url, "sync")
+    [message] = open_queue(url).receive(1, wait_time=1, visibility_timeout=30)
+    assert TaskLocks(DownStore()).take(message, locked_spec(), {}, 1, 30.0) is False  # type: ignore[arg-type]
+    assert queue_counts(sqs_client, url) == (0, 0, 1)
