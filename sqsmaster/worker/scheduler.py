@@ -88,6 +88,7 @@ class Scheduler:
         self.clock = clock
         self.claim_ttl = claim_ttl
         self._known: dict[str, float] = {}  # task -> a slot known to be sent (saves a store read per pass)
+        self._unrecorded: dict[str, float] = {}  # task -> a slot we sent whose record the store has not taken yet
         self._failing: set[str] = set()
 
     def run_pass(self) -> int:
@@ -112,6 +113,7 @@ class Scheduler:
         newest = schedule.previous(now)
         if newest is None or self._known.get(spec.name, -1.0) >= newest:
             return 0
+        self._record(spec.name)  # a slot we sent while the store failed: recorded first (or this pass stops here)
         fired = self.store.fired(spec.name) or self._baseline(spec.name, schedule, newest, now)
         slots = due_slots(schedule, fired.slot, now)
         if not slots:  # sent already, or every missed slot is past max_lateness
@@ -145,15 +147,28 @@ class Scheduler:
         try:
             fired = self.store.fired(spec.name)
             if fired is not None and fired.slot >= slot:
+                self._let_go(key)
                 return True, False  # sent by a worker that let go of its claim after our first look
             message_id = self.send(spec, slot)
-            self.store.mark_fired(FiredRow(spec.name, slot, self.clock(), self.owner))
         except Exception:
-            self._let_go(key)  # another worker (or our next pass) may send it at once
+            self._let_go(key)  # not sent: another worker (or our next pass) may send it at once
             raise
-        self._let_go(key)
         logger.info("message %s: scheduled task %s sent for slot %s", message_id, spec.name, slot_iso(slot))
+        # Sent: until the store records it, our claim stays (nobody sends it again for claim_ttl) and we retry
+        # the record at each pass before anything else.
+        self._unrecorded[spec.name] = slot
+        self._record(spec.name)
         return True, True
+
+    def _record(self, name: str) -> None:
+        """Record the slot of ``name`` we sent and could not record yet, then let go of its claim; raises
+        the store's error while it fails."""
+        slot = self._unrecorded.get(name)
+        if slot is None:
+            return
+        self.store.mark_fired(FiredRow(name, slot, self.clock(), self.owner))
+        del self._unrecorded[name]
+        self._let_go(slot_key(name, slot))
 
     def _let_go(self, key: str) -> None:
         try:
