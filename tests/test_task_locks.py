@@ -189,26 +189,31 @@ def test_bad_lock_options_are_refused_at_registration(options, error):
 def test_a_lock_whose_worker_was_killed_expires_and_the_task_runs_elsewhere(make_queue, sqs_client, tmp_path):
     from .workerkit import WorkerRun, wait_for
 
-    # Given a worker (visibility 2 s: its lock lasts 6 s past each renewal) running a long locked task
+    # Given two workers (visibility 4 s: a lock lasts 12 s past each renewal), one running a long locked task
     url, store = make_queue(), f"sqlite:///{tmp_path}/jobs.db"
-    args = ["--sqs-timeout", "2", "--wait-time", "1", "--tasks", "tests.periodic_tasks", "--store", store]
-    submit(sqs_client, url, "exclusive", id="long", seconds=60)
-    first = WorkerRun(url, args, tmp_path / "records.jsonl")
-    wait_for(lambda: [line for line in records(tmp_path / "records.jsonl") if line["event"] == "start"], 30,
-             "the task to start")
-    # When that worker is killed with SIGKILL (nothing released), and another one starts
-    first.kill()
-    second = WorkerRun(url, args, tmp_path / "records.jsonl")
+    args = ["--sqs-timeout", "4", "--wait-time", "1", "--tasks", "tests.periodic_tasks", "--store", store]
+    path = tmp_path / "records.jsonl"
+    workers = [WorkerRun(url, args, path) for _ in range(2)]
     try:
-        # Then the message comes back, waits for the dead holder's lock to expire, and runs on the second
-        starts = wait_for(lambda: [line for line in records(tmp_path / "records.jsonl")
-                                   if line["event"] == "start" and line["pid"] != first.process.pid], 40,
-                          "the task to start on the second worker")
+        for run in workers:
+            run.wait_until_ready(timeout=60)
+        submit(sqs_client, url, "exclusive", id="long", seconds=60)
+        [first] = wait_for(lambda: [line for line in records(path) if line["event"] == "start"], 60, "a start")
+        [holder] = [run for run in workers if run.process.pid == first["pid"]]
+        [other] = [run for run in workers if run is not holder]
+        # When the worker running it is killed with SIGKILL (nothing released)
+        holder.kill()
+        # Then the message comes back to the other, finds the dead holder's lock still held, and runs once
+        # it expired
+        starts = wait_for(lambda: [line for line in records(path)
+                                   if line["event"] == "start" and line["pid"] == other.process.pid], 60,
+                          "the task to start on the other worker")
         assert [line["id"] for line in starts] == ["long"]
-        held = [line for line in second.stderr.splitlines() if "held by" in line]
-        assert held and all(f":{first.process.pid}:" in line for line in held)  # the dead worker's attempt
+        held = [line for line in other.stderr.splitlines() if "held by" in line]
+        assert held and all(f":{holder.process.pid}:" in line for line in held)  # the dead worker's attempt
     finally:
-        second.kill()
+        for run in workers:
+            run.kill()
 
 
 @pytest.mark.parametrize("fifo", [False, True])
