@@ -297,3 +297,21 @@ def test_a_slot_sent_while_the_store_fails_to_record_it_is_not_sent_again(store_
         other.run_pass()
     assert real.fired("report").slot == T0 + 3 * PERIOD
     assert sent_slots(sqs_client, url) == grid(1, 3)
+
+
+def test_slots_go_to_a_durable_local_queue_too(store_url, tmp_path):
+    from sqsmaster import open_queue
+
+    # Given a schedule sending to a sqlite:// queue, and two schedulers
+    queue_url, clock = f"sqlite:///{tmp_path}/queue.db?queue=periodic", Clock(T0 + 0.5)
+    registry = make_registry()
+    schedulers = [scheduler(registry, store_url, queue_url, clock, f"worker-{i}") for i in range(2)]
+    # When they pass over three slots
+    for step in range(3 * 2):
+        clock.now = T0 + 0.5 + step * PERIOD / 2
+        for one in schedulers:
+            one.run_pass()
+    # Then the queue holds one message per slot, each the task with no kwargs
+    messages = open_queue(queue_url).receive(10, visibility_timeout=60)
+    assert sorted(m.message_attributes["schedule_slot"]["StringValue"] for m in messages) == sorted(grid(0, 3))
+    assert {m.body for m in messages} == {'{"task": "report", "kwargs": {}}'}

@@ -249,3 +249,28 @@ def test_a_message_whose_lock_the_store_cannot_answer_for_waits_too(make_queue, 
     [message] = open_queue(url).receive(1, wait_time=1, visibility_timeout=30)
     assert TaskLocks(DownStore()).take(message, locked_spec(), {}, 1, 30.0) is False  # type: ignore[arg-type]
     assert queue_counts(sqs_client, url) == (0, 0, 1)
+
+
+def test_on_a_durable_local_queue_a_lock_held_message_comes_back_after_lock_retry(tmp_path):
+    import time
+
+    from sqsmaster import open_queue
+
+    from .workerkit import wait_for
+
+    # Given a message of a locked task on a sqlite:// queue, received, and its lock held elsewhere
+    queue = open_queue(f"sqlite:///{tmp_path}/queue.db?queue=jobs")
+    from sqsmaster.backends import SendEntry
+
+    queue.send(SendEntry('{"task": "sync", "kwargs": {}}'))
+    [message] = queue.receive(1, visibility_timeout=60)
+    store = open_store(f"sqlite:///{tmp_path}/jobs.db")
+    store.claim("lock:sync", "elsewhere:1:m0:1", time.time(), 60)
+    # When the worker tries to take the lock
+    asked = time.monotonic()
+    assert TaskLocks(store).take(message, locked_spec(lock_retry=2), {}, 1, 30.0) is False
+    # Then the message comes back no sooner than lock_retry later (a bound load cannot break: only lateness),
+    # at receive count 1: no receive spent
+    [again] = wait_for(lambda: queue.receive(1, visibility_timeout=60), 30, "the message to come back")
+    assert time.monotonic() - asked >= 2
+    assert (again.body, again.receive_count) == (message.body, 1)
