@@ -8,7 +8,7 @@ import os
 import re
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from ..errors import LEASE_LOST_CODES, CredentialsMissing, LeaseLost, QueueDoesNotExist, QueueError
@@ -139,6 +139,31 @@ def twin_client(client: Any, timeout: float | None = None) -> Any:
         return _twins_session().client("sqs", **kwargs)
 
 
+#: Told ``(operation, code)`` of each SQS call of this process that failed (a worker's metrics count them);
+#: ``code`` is SQS's error code, or the exception's type when no answer came. See :func:`on_call_error`.
+_error_hooks: list[Callable[[str, str], None]] = []
+
+
+def on_call_error(hook: Callable[[str, str], None]) -> Callable[[], None]:
+    """Call ``hook(operation, code)`` after each failed SQS call of this process, on the calling thread
+    (a heartbeat's included), so it must return at once; what it raises is logged and dropped.
+    Returns the function that removes the hook."""
+    _error_hooks.append(hook)
+
+    def remove() -> None:
+        if hook in _error_hooks:
+            _error_hooks.remove(hook)
+    return remove
+
+
+def _call_failed(operation: str, exc: Exception) -> None:
+    for hook in list(_error_hooks):
+        try:
+            hook(operation, _error_code(exc))
+        except Exception:
+            logger.exception("an SQS error hook failed")
+
+
 def _error_code(exc: Exception) -> str:
     response = getattr(exc, "response", None) or {}
     return str(response.get("Error", {}).get("Code", type(exc).__name__))
@@ -194,13 +219,16 @@ class SqsQueue(QueueBackend):
         try:
             return getattr(self.client, operation)(**params)
         except ClientError as exc:
+            _call_failed(operation, exc)
             raise _queue_error(exc, self.url, operation, message_id) from exc
         except (NoCredentialsError, PartialCredentialsError) as exc:
+            _call_failed(operation, exc)
             # A configuration problem, not an unreachable queue: a worker must not wait for it to pass.
             raise CredentialsMissing(
                 f"no AWS credentials for {self.url} ({exc}): set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or "
                 "AWS_PROFILE, or run where a role provides them") from exc
         except BotoCoreError as exc:  # no answer: connection refused, a timeout...
+            _call_failed(operation, exc)
             raise QueueError(f"{operation} on {self.url} failed: {exc}", operation=operation) from exc
 
     def send(self, entry: SendEntry) -> dict[str, Any]:

@@ -83,6 +83,7 @@ ENVIRONMENT: list[tuple[str, str, str, Callable[[str], Any]]] = [
     ("--dlq", "dlq", "SQSMASTER_DLQ", str),
     ("--log-format", "log_format", "SQSMASTER_LOG_FORMAT", str),
     ("--job-log", "job_log", "SQSMASTER_JOB_LOG", str),
+    ("--metrics", "metrics", "SQSMASTER_METRICS", str),
     ("--log-level", "log_level", "SQSMASTER_LOG_LEVEL", str.upper),
 ]
 
@@ -152,6 +153,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--log-format", choices=["text", "json"], help="log lines as text or JSON (default text)")
     parser.add_argument("--job-log", metavar="PATH",
                         help="append one JSON line per attempt (sqsmaster report PATH reads it)")
+    parser.add_argument("--metrics", metavar="[HOST:]PORT",
+                        help="serve Prometheus metrics here, for all processes (a bare port: 127.0.0.1 only; "
+                             "needs pip install 'sqsmaster[metrics]')")
     parser.set_defaults(func=run)
 
 
@@ -220,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
                     sqs_timeout=args.sqs_timeout, alarm_timeout=args.alarm_timeout, hard_timeout=args.hard_timeout,
                     wait_time=args.wait_time, max_tasks=args.max_tasks, until_empty=args.until_empty,
                     prefetch=args.prefetch, grace=args.grace, dlq=args.dlq, job_log=args.job_log,
-                    exit_at_deadline=True)
+                    exit_at_deadline=True, metrics=args.metrics)
     code = worker.run()
     # The process ends now: spare it the interpreter's last garbage collection, a walk over every object
     # of boto3's service models that took up to a second on a loaded machine, after the worker was done

@@ -35,6 +35,7 @@ from ..errors import ConfigurationError
 from ..limits import MAX_RECEIVE_MESSAGES, check_seconds, check_visibility_timeout, check_wait_time
 from ..supervise import DEFAULT_HARD_TIMEOUT
 from .events import WorkerEvents
+from .exporter import MetricsExporter, parse_address
 from .loop import (  # noqa: F401  (the exit codes are part of this module's interface)
     EXIT_CODES,
     EXIT_FAILURE,
@@ -47,6 +48,7 @@ from .loop import (  # noqa: F401  (the exit codes are part of this module's int
     WorkerLoop,
     task_timeouts,
 )
+from .metrics import observer_maker, prometheus
 from .pool import run_pool
 from .registry import Registry, load_tasks
 from .shutdown import SHUTDOWN_MARGIN
@@ -87,6 +89,9 @@ class Worker:
     :param observers: makers of :class:`~sqsmaster.worker.events.WorkerEvents` observers; each worker
         process (each pool child) calls every maker once and tells the observer of each attempt's start,
         heartbeats and end
+    :param metrics: serve Prometheus metrics at this address (``PORT``, ``HOST:PORT``; a bare port listens on
+        127.0.0.1 only), added up over the ``concurrency`` processes (see :mod:`sqsmaster.worker.exporter`);
+        needs ``pip install 'sqsmaster[metrics]'``
     :raises ConfigurationError: for settings that cannot work, before anything is received
     """
 
@@ -98,7 +103,7 @@ class Worker:
                  on_attempt_end: Callable[[AttemptRecord], None] | None = None,
                  queue_constructor: Callable[[str], Any] | None = None, job_log: str | None = None,
                  exit_at_deadline: bool = False,
-                 observers: list[Callable[[], WorkerEvents]] | None = None) -> None:
+                 observers: list[Callable[[], WorkerEvents]] | None = None, metrics: str | None = None) -> None:
         urls = ([queue] if isinstance(queue, str) else list(queue)) + list(queues or [])
         if not urls:
             raise ConfigurationError("a worker needs at least one queue URL")
@@ -119,6 +124,10 @@ class Worker:
         if job_log is not None:
             _check_job_log(str(job_log))
         self.registry: Registry = load_tasks(tasks)
+        self.metrics = None if metrics is None else parse_address(metrics)
+        if self.metrics is not None:
+            prometheus()  # missing: one line naming the extra, now
+            observers = [*(observers or []), observer_maker(self.registry.names())]
         self.config = WorkerConfig(urls, self.registry, concurrency, isolation, sqs_timeout, alarm, hard_timeout,
                                    wait_time, max_tasks, until_empty, prefetch, grace, dlq, notify,
                                    on_attempt_end, queue_constructor, None if job_log is None else str(job_log),
@@ -131,10 +140,19 @@ class Worker:
     def run(self) -> int:
         """Work until stopped, ``max_tasks`` or ``until_empty``; returns the exit code (:data:`EXIT_CODES`)."""
         self._banner()
-        if self.config.concurrency > 1:
-            return run_pool(self.config)
-        with ShutdownSignals(grace=self.config.grace, margin=SHUTDOWN_MARGIN) as signals:
-            return WorkerLoop(self.config, signals).run()
+        exporter = None
+        if self.metrics is not None:  # before any worker process forks: they write where it serves from
+            exporter = MetricsExporter(self.metrics, self.config.queues, self.config.concurrency,
+                                       self.config.queue_constructor)
+            exporter.start()
+        try:
+            if self.config.concurrency > 1:
+                return run_pool(self.config)
+            with ShutdownSignals(grace=self.config.grace, margin=SHUTDOWN_MARGIN) as signals:
+                return WorkerLoop(self.config, signals).run()
+        finally:
+            if exporter is not None:
+                exporter.close()
 
     def _banner(self) -> None:
         """What is starting, once per worker (a pool's processes then each log "worker ready")."""

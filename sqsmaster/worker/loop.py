@@ -333,6 +333,7 @@ class WorkerLoop:
 
         def running() -> bool:  # on the heartbeat thread, once per beat
             self.events.heartbeat(start, time.time(), next(beats))
+            self.events.heartbeat_lag(start, handler.heartbeat_lag())
             return bool(task_running()) and self.events.keep_running(start)
 
         handler.running = running
