@@ -71,6 +71,10 @@ def test_a_pool_counts_what_ran_once_over_its_processes_during_and_after_a_run(m
         ids += [submit(sqs_client, url, "fail_no_retry", id=f"f{i}") for i in range(2)]
         ids += [submit(sqs_client, url, "hold_gil", id="gil", seconds=2)]
         ids += [submit(sqs_client, url, "nap_once", id="late", seconds=60)]
+        # and a hostile body naming a task nobody runs: it must not become a label of its own
+        hostile = "x" * 300 + "-unknown"
+        ids += [sqs_client.send_message(QueueUrl=url, MessageBody=json.dumps({"task": hostile, "kwargs": {}}))[
+            "MessageId"]]
 
         # Then during the run the napping task shows in progress
         wait_for(lambda: any(r.get("id") == "late" for r in records(run.record_path)), 20, "the nap to start")
@@ -86,11 +90,13 @@ def test_a_pool_counts_what_ran_once_over_its_processes_during_and_after_a_run(m
         counted: collections.Counter[str] = collections.Counter()
         for sample in after["sqsmaster_tasks_total"]:
             counted[sample.labels["outcome"]] += int(sample.value)
-        assert counted == logged == {"succeeded": 5, "failed": 2, "timed_out": 1}
+        assert counted == logged == {"succeeded": 5, "failed": 3, "timed_out": 1}
+        assert total(after, "sqsmaster_tasks_total", task="other", outcome="failed") == 1
+        assert hostile not in after[""][0]
         assert total(after, "sqsmaster_tasks_total", task="note", outcome="succeeded") == 4
         assert total(after, "sqsmaster_tasks_in_progress") == 0
-        assert total(after, "sqsmaster_task_duration_seconds_count") == len(ids)
-        assert total(after, "sqsmaster_task_queue_wait_seconds_count") == len(ids)
+        assert total(after, "sqsmaster_task_duration_seconds_count") == len(ids) - 1  # all but the rejected one
+        assert total(after, "sqsmaster_task_queue_wait_seconds_count") == len(ids) - 1
         assert total(after, "sqsmaster_hard_kills_total", task="nap_once", reason="timeout") == 1
         # the GIL holder's heartbeat ran at least a second late (due after 0.5 s, it could run after 2 s only)
         beats = total(after, "sqsmaster_heartbeats_total")
@@ -196,3 +202,25 @@ def test_sqs_errors_by_operation_and_operator_kills_are_counted(make_queue, sqs_
         exporter.close()
     # And the exporter leaves nothing behind
     assert MULTIPROC_DIR not in os.environ and not Path(str(exporter.path)).exists()
+
+
+def test_a_pool_child_killed_mid_task_no_longer_shows_its_task_in_progress(make_queue, sqs_client, tmp_path):
+    # Given a pool of 2 with --metrics, one of whose processes runs a long task
+    url = make_queue(visibility_timeout=30)
+    run = WorkerRun(url, ["--tasks", "tests.metrics_tasks", "--concurrency", "2", "--metrics", "127.0.0.1:0",
+                          "--sqs-timeout", "8", "--wait-time", "1"], tmp_path / "records.jsonl")
+    try:
+        endpoint = metrics_url(run)
+        submit(sqs_client, url, "nap_once", id="long", seconds=60)
+        started = wait_for(lambda: [r for r in records(run.record_path) if r.get("id") == "long"], 20,
+                           "the task to start")
+        assert total(scrape(endpoint), "sqsmaster_tasks_in_progress") == 1
+        # When its process is killed (the OOM killer, an operator)
+        os.kill(started[0]["pid"], signal.SIGKILL)
+        # Then its task no longer counts as in progress once the pool has seen it die
+        wait_for(lambda: total(scrape(endpoint), "sqsmaster_tasks_in_progress") == 0, 10,
+                 "the dead process's gauge to go")
+        run.send_signal(signal.SIGTERM)
+        assert run.wait(30) == 4  # a worker process died: the pool says so
+    finally:
+        run.kill()

@@ -17,6 +17,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import socket
 import tempfile
 import threading
@@ -211,11 +212,11 @@ class MetricsExporter:
         logger.info("metrics on %s (queue depth sampled every %gs)", self.url, self._period)
 
     def _serve(self) -> None:
-        block_stop_signals()  # its request threads inherit the mask
+        _leave_signals_to_the_main_thread()  # its request threads inherit the mask
         self._server.serve_forever(poll_interval=0.5)
 
     def _sample(self, depths: QueueDepths) -> None:
-        block_stop_signals()
+        _leave_signals_to_the_main_thread()
         while True:
             depths.sample()
             if self._stop.wait(self._period):
@@ -227,6 +228,8 @@ class MetricsExporter:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+            if self._server.socket in _listening:
+                _listening.remove(self._server.socket)
         if self._sampler is not None:
             self._sampler.join(CLOSE_TIMEOUT)
         for made in self._clients:
@@ -237,6 +240,13 @@ class MetricsExporter:
             os.environ.pop(MULTIPROC_DIR, None)
         else:
             os.environ[MULTIPROC_DIR] = self._previous_dir
+
+
+def _leave_signals_to_the_main_thread() -> None:
+    """The stop signals, and SIGALRM: in a worker of one process (signal isolation) the task's hard timeout
+    must interrupt the main thread's blocking call, which a SIGALRM handed to this thread would not."""
+    block_stop_signals()
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
 
 
 _listening: list[socket.socket] = []
