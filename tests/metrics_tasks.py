@@ -6,7 +6,7 @@ import ctypes
 import signal
 import time
 
-from sqsmaster import fixed, task
+from sqsmaster import MessageHandler, fixed, task
 
 from .worker_tasks import record
 
@@ -30,3 +30,15 @@ def nap_once(id: str, seconds: float) -> None:
     """Sleeps (past the worker's hard timeout, in the tests) and is not retried."""
     record("start", id=id)
     time.sleep(seconds)
+
+
+@task(name="over_cap", isolation="process", retry=fixed(0, max_retries=0))
+class OverCap(MessageHandler):
+    """Allocates past its memory cap, in a process of its own: MemoryCapExceeded, not retried."""
+
+    max_memory_mb = 64
+
+    def run(self) -> None:
+        record("start", id=self.kwargs["id"])
+        block = bytearray(512 * 2**20)
+        record("end", id=self.kwargs["id"], size=len(block))

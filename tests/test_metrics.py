@@ -66,11 +66,13 @@ def test_a_pool_counts_what_ran_once_over_its_processes_during_and_after_a_run(m
     try:
         endpoint = metrics_url(run)
         assert endpoint.startswith("http://127.0.0.1:")
-        # When tasks run: quick ones, failing ones, one past its hard timeout, one holding the GIL
+        # When tasks run: quick ones, failing ones, one past its hard timeout, one over its memory cap, one holding
+    # the GIL
         ids = [submit(sqs_client, url, "note", id=f"n{i}") for i in range(4)]
         ids += [submit(sqs_client, url, "fail_no_retry", id=f"f{i}") for i in range(2)]
         ids += [submit(sqs_client, url, "hold_gil", id="gil", seconds=2)]
         ids += [submit(sqs_client, url, "nap_once", id="late", seconds=60)]
+        ids += [submit(sqs_client, url, "over_cap", id="big")]
         # and a hostile body naming a task nobody runs: it must not become a label of its own
         hostile = "x" * 300 + "-unknown"
         ids += [sqs_client.send_message(QueueUrl=url, MessageBody=json.dumps({"task": hostile, "kwargs": {}}))[
@@ -82,15 +84,17 @@ def test_a_pool_counts_what_ran_once_over_its_processes_during_and_after_a_run(m
         assert total(during, "sqsmaster_tasks_in_progress", task="nap_once") == 1
 
         # And after it, every attempt is counted once, by the job log's outcome
+        # (the job log is written just before the observers are told: wait for both)
         wait_for(lambda: job_log.exists() and len(job_log.read_text().splitlines()) == len(ids), 30,
                  "every attempt in the job log")
-        after = scrape(endpoint)
+        after = wait_for(lambda: (found := scrape(endpoint)) and total(found, "sqsmaster_tasks_total") == len(ids)
+                         and found, 10, "every attempt counted")
         logged = collections.Counter(event_name(json.loads(line)["outcome"])
                                      for line in job_log.read_text().splitlines())
         counted: collections.Counter[str] = collections.Counter()
         for sample in after["sqsmaster_tasks_total"]:
             counted[sample.labels["outcome"]] += int(sample.value)
-        assert counted == logged == {"succeeded": 5, "failed": 3, "timed_out": 1}
+        assert counted == logged == {"succeeded": 5, "failed": 4, "timed_out": 1}
         assert total(after, "sqsmaster_tasks_total", task="other", outcome="failed") == 1
         assert hostile not in after[""][0]
         assert total(after, "sqsmaster_tasks_total", task="note", outcome="succeeded") == 4
@@ -98,6 +102,8 @@ def test_a_pool_counts_what_ran_once_over_its_processes_during_and_after_a_run(m
         assert total(after, "sqsmaster_task_duration_seconds_count") == len(ids) - 1  # all but the rejected one
         assert total(after, "sqsmaster_task_queue_wait_seconds_count") == len(ids) - 1
         assert total(after, "sqsmaster_hard_kills_total", task="nap_once", reason="timeout") == 1
+        assert total(after, "sqsmaster_hard_kills_total", task="over_cap", reason="memory_cap") == 1
+        assert total(after, "sqsmaster_hard_kills_total") == 2
         # the GIL holder's heartbeat ran at least a second late (due after 0.5 s, it could run after 2 s only)
         beats = total(after, "sqsmaster_heartbeats_total")
         assert beats > 0 and total(after, "sqsmaster_heartbeat_lag_seconds_count") == beats
@@ -222,5 +228,30 @@ def test_a_pool_child_killed_mid_task_no_longer_shows_its_task_in_progress(make_
                  "the dead process's gauge to go")
         run.send_signal(signal.SIGTERM)
         assert run.wait(30) == 4  # a worker process died: the pool says so
+    finally:
+        run.kill()
+
+
+def test_a_lost_lease_and_the_sqs_error_behind_it_are_counted_in_a_one_process_worker(make_queue, sqs_client,
+                                                                                       tmp_path):
+    # Given a worker of one process (it serves the endpoint itself) running a task
+    url = make_queue(visibility_timeout=30)
+    job_log = tmp_path / "jobs.jsonl"
+    run = WorkerRun(url, ["--tasks", "tests.metrics_tasks", "--metrics", "0", "--sqs-timeout", "4",
+                          "--alarm-timeout", "0.5", "--wait-time", "1", "--job-log", str(job_log)],
+                    tmp_path / "records.jsonl")
+    try:
+        endpoint = metrics_url(run)
+        submit(sqs_client, url, "nap_once", id="lost", seconds=2)
+        wait_for(lambda: records(run.record_path), 20, "the task to start")
+        # When its message is taken away from it (purged: the next heartbeat finds its receipt handle invalid)
+        sqs_client.purge_queue(QueueUrl=url)
+        # Then the lease loss is counted for its task once the attempt ended, and the failed call by its operation
+        samples = wait_for(lambda: (found := scrape(endpoint)) and total(found, "sqsmaster_tasks_total") and found,
+                           20, "the attempt to be counted")
+        assert total(samples, "sqsmaster_lease_losses_total", task="nap_once") == 1
+        assert total(samples, "sqsmaster_sqs_errors_total", operation="change_message_visibility") >= 1
+        run.send_signal(signal.SIGTERM)
+        assert run.wait(30) == 0
     finally:
         run.kill()

@@ -146,7 +146,7 @@ class MetricsObserver(WorkerEvents):
         self._killed.discard(record.message_id)
         if reason is not None:
             metrics.hard_kills.labels(*labels, reason).inc()
-        if Outcome.LEASE_LOST in (record.outcome, record.action):  # stopped for it, or handed back as lost
+        if record.lease_lost or Outcome.LEASE_LOST in (record.outcome, record.action):
             metrics.lease_losses.labels(*labels).inc()
 
     def _sqs_error(self, operation: str, code: str) -> None:
