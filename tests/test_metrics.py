@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -255,3 +256,27 @@ def test_a_lost_lease_and_the_sqs_error_behind_it_are_counted_in_a_one_process_w
         assert run.wait(30) == 0
     finally:
         run.kill()
+
+
+def test_a_frozen_server_holds_up_neither_a_scrape_nor_the_exporters_end(frozen_moto):
+    # Given an exporter sampling a queue on a server that then stops answering (a network partition)
+    server, endpoint = frozen_moto
+    client = boto3.client("sqs", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="x",
+                          aws_secret_access_key="x")
+    url = client.create_queue(QueueName="frozen")["QueueUrl"]
+    exporter = MetricsExporter(("127.0.0.1", 0), [url], 1, period=0.2)
+    exporter.start()
+    try:
+        wait_for(lambda: "sqsmaster_queue_messages" in scrape(exporter.url), 10, "a first sample")
+        server.send_signal(signal.SIGSTOP)
+        time.sleep(0.5)  # the sampler is now stuck in a call the server does not answer
+        # When Prometheus scrapes, Then the answer comes at once, from the last sample
+        began = time.monotonic()
+        assert "sqsmaster_queue_messages" in scrape(exporter.url)
+        assert time.monotonic() - began < 3  # a file read and a lock, not a network call (margin: a loaded host)
+    finally:
+        # And the exporter's end waits for no answer either (CLOSE_TIMEOUT, then the sampler is abandoned)
+        began = time.monotonic()
+        exporter.close()
+        assert time.monotonic() - began < 5
+        server.send_signal(signal.SIGCONT)
