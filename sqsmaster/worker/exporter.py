@@ -22,7 +22,6 @@ import socket
 import tempfile
 import threading
 from typing import Any, Iterator
-from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from ..backends import QueueBackend
 from ..errors import ConfigurationError
@@ -153,11 +152,6 @@ class _Fleet:
         yield from self._depths.collect()
 
 
-class _Quiet(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # a scrape every 15 s is not news
-        pass
-
-
 class MetricsExporter:
     """The endpoint and the depth sampler of one worker (see the module's docstring).
 
@@ -267,7 +261,13 @@ if hasattr(os, "register_at_fork"):
 
 
 def _listen(host: str, port: int, app: Any) -> Any:
+    from wsgiref.simple_server import WSGIRequestHandler, make_server  # http.server: only a worker with --metrics
+
     from prometheus_client.exposition import ThreadingWSGIServer
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:  # a scrape every 15 s is not news
+            pass
 
     try:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
@@ -275,7 +275,7 @@ def _listen(host: str, port: int, app: Any) -> Any:
         class Server(ThreadingWSGIServer):
             address_family = family
 
-        server = make_server(host, port, app, Server, handler_class=_Quiet)
+        server = make_server(host, port, app, Server, handler_class=Quiet)
     except OSError as exc:  # gaierror included
         raise ConfigurationError(f"--metrics {host}:{port}: cannot listen there ({exc.strerror or exc})") from None
     _listening.append(server.socket)
