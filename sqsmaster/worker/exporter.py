@@ -180,8 +180,9 @@ class MetricsExporter:
         return f"http://{f'[{host}]' if ':' in host else host}:{port}/metrics"
 
     def start(self) -> None:
-        """Make the directory, listen, sample once, start the threads. Raises ConfigurationError (an address
-        that cannot be listened on, prometheus_client missing); then nothing is left behind."""
+        """Make the directory, open the queues, listen, start the threads (the sampler samples at once).
+        Raises ConfigurationError (an address that cannot be listened on, prometheus_client missing);
+        then nothing is left behind."""
         client = prometheus()
         self._previous_dir = os.environ.get(MULTIPROC_DIR)
         self.path = tempfile.mkdtemp(prefix="sqsmaster-metrics-")
@@ -217,23 +218,26 @@ class MetricsExporter:
                 return
 
     def close(self) -> None:
-        """Stop serving and sampling, remove the directory, restore ``PROMETHEUS_MULTIPROC_DIR``."""
+        """Stop serving and sampling, remove the directory, restore ``PROMETHEUS_MULTIPROC_DIR``; idempotent."""
         self._stop.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            if self._server.socket in _listening:
-                _listening.remove(self._server.socket)
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+            if server.socket in _listening:
+                _listening.remove(server.socket)
         if self._sampler is not None:
             self._sampler.join(CLOSE_TIMEOUT)
         for made in self._clients:
             made.close()
+        self._clients = []
         if self.path is not None:
             shutil.rmtree(self.path, ignore_errors=True)
         if self._previous_dir is None:
             os.environ.pop(MULTIPROC_DIR, None)
         else:
             os.environ[MULTIPROC_DIR] = self._previous_dir
+        self._previous_dir = os.environ.get(MULTIPROC_DIR)
 
 
 def _leave_signals_to_the_main_thread() -> None:
