@@ -191,6 +191,8 @@ def test_sqs_errors_by_operation_and_operator_kills_are_counted(make_queue, sqs_
         missing = url.rsplit("/", 1)[0] + "/no-such-queue"
         with pytest.raises(QueueDoesNotExist):
             SqsQueue(missing).get_attributes()
+        # and an entry of a batch fails in a call that succeeds (a receipt handle SQS does not know)
+        assert len(SqsQueue(url).delete_batch(["no-such-receipt-handle"])) == 1
         # and a running attempt is stopped because an observer said so (outcome "stuck" or "killed")
         events = Observers([observer, _Kill()])
         start = AttemptStart("m-1", url, "solve", 1, {}, time.time(), time.time() + 60, 30, "signal")
@@ -202,6 +204,7 @@ def test_sqs_errors_by_operation_and_operator_kills_are_counted(make_queue, sqs_
         errors = {(s.labels["operation"], s.labels["code"]): s.value for s in samples["sqsmaster_sqs_errors_total"]}
         assert [op for op, code in errors if "NonExistentQueue" in code or "QueueDoesNotExist" in code] == \
             ["get_queue_attributes"]
+        assert [(op, n) for (op, code), n in errors.items() if op.endswith("_batch")] == [("delete_message_batch", 1)]
         assert total(samples, "sqsmaster_hard_kills_total", task="solve", reason="operator_kill") == 1
         assert total(samples, "sqsmaster_tasks_in_progress") == 0
     finally:

@@ -157,11 +157,22 @@ def on_call_error(hook: Callable[[str, str], None]) -> Callable[[], None]:
 
 
 def _call_failed(operation: str, exc: Exception) -> None:
+    _tell_hooks(operation, _error_code(exc))
+
+
+def _tell_hooks(operation: str, code: str) -> None:
     for hook in list(_error_hooks):
         try:
-            hook(operation, _error_code(exc))
+            hook(operation, code)
         except Exception:
             logger.exception("an SQS error hook failed")
+
+
+def _entries_failed(operation: str, failed: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A batch call's failed entries (each an error of its own, in a call that succeeded), told to the hooks."""
+    for entry in failed if _error_hooks else ():
+        _tell_hooks(operation, str(entry.get("Code", "unknown")))
+    return failed
 
 
 def _error_code(exc: Exception) -> str:
@@ -237,7 +248,8 @@ class SqsQueue(QueueBackend):
     def send_batch(self, entries: list[SendEntry]) -> dict[str, list[dict[str, Any]]]:
         response = self._call("send_message_batch",
                               Entries=[_send_params(entry, batch=True) for entry in entries])
-        return {"Successful": response.get("Successful", []), "Failed": response.get("Failed", [])}
+        return {"Successful": response.get("Successful", []),
+                "Failed": _entries_failed("send_message_batch", list(response.get("Failed", [])))}
 
     def receive(self, max_messages: int = 1, wait_time: int = 0,
                 visibility_timeout: int | None = None) -> list[Message]:
@@ -269,7 +281,8 @@ class SqsQueue(QueueBackend):
                  for i, (handle, timeout) in enumerate(entries)]
         if not batch:
             return []
-        return list(self._call("change_message_visibility_batch", Entries=batch).get("Failed", []))
+        return _entries_failed("change_message_visibility_batch",
+                               list(self._call("change_message_visibility_batch", Entries=batch).get("Failed", [])))
 
     def delete(self, receipt_handle: str, message_id: str | None = None) -> None:
         self._call("delete_message", message_id, ReceiptHandle=receipt_handle)
@@ -278,7 +291,8 @@ class SqsQueue(QueueBackend):
         if not receipt_handles:
             return []
         batch = [{"Id": str(i), "ReceiptHandle": handle} for i, handle in enumerate(receipt_handles)]
-        return list(self._call("delete_message_batch", Entries=batch).get("Failed", []))
+        return _entries_failed("delete_message_batch",
+                               list(self._call("delete_message_batch", Entries=batch).get("Failed", [])))
 
     def get_attributes(self) -> dict[str, str]:
         return dict(self._call("get_queue_attributes", AttributeNames=["All"]).get("Attributes", {}))
