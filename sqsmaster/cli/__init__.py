@@ -26,7 +26,8 @@ EXIT_USAGE = 2
 EXIT_QUEUE = 3
 
 #: Command modules, in the order ``--help`` lists them.
-COMMANDS = ["demo", "worker", "submit", "submit_file", "create", "status", "peek", "purge", "redrive", "report"]
+COMMANDS = ["demo", "worker", "submit", "submit_file", "create", "status", "peek", "purge", "redrive", "report",
+            "scale"]
 
 #: SQS error codes that mean the credentials, their permissions or the clock are wrong: configuration (exit 2),
 #: not a queue that cannot be reached.
