@@ -58,6 +58,10 @@ def test_a_pool_counts_what_ran_once_over_its_processes_during_and_after_a_run(m
     url = make_queue(visibility_timeout=30)
     temp = tmp_path / "tmp"
     temp.mkdir()
+    # (and the directory of a worker that was SIGKILLed, which this one removes)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    (temp / f"sqsmaster-metrics-{gone.pid}-x1y2").mkdir()
     job_log = tmp_path / "jobs.jsonl"
     # --hard-timeout 5: the napping task times out after 5 s, long enough to scrape it while it runs on a loaded
     # machine; hold_gil's 2 s in one C call starve its heartbeat thread (due every 0.5 s) of the GIL.

@@ -43,7 +43,11 @@ DEPTH_STATES = {"visible": "ApproximateNumberOfMessages", "in_flight": "Approxim
 #: Longest the worker's end waits for a sample in flight (s); the sampler is a daemon, abandoned after it.
 CLOSE_TIMEOUT = 1.0
 
+#: The start of the name of a worker's metrics directory, followed by the worker's pid.
+DIR_PREFIX = "sqsmaster-metrics-"
+
 _LIVE_GAUGE_FILE = re.compile(r"^gauge_live[a-z]*_(\d+)\.db$")
+_DIRECTORY = re.compile("^" + re.escape(DIR_PREFIX) + r"(\d+)-")
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -73,6 +77,19 @@ def forget_dead_processes(path: str) -> None:
             from prometheus_client import multiprocess
 
             multiprocess.mark_process_dead(int(match.group(1)), path)
+
+
+def _remove_orphans(temp: str) -> None:
+    """Remove the metrics directories of workers that died without removing theirs (SIGKILL)."""
+    try:
+        names = os.listdir(temp)
+    except OSError:
+        return
+    for name in names:
+        match = _DIRECTORY.match(name)
+        if match and not _alive(int(match.group(1))):
+            logger.info("metrics: removing %s, left by worker pid %s, which is gone", name, match.group(1))
+            shutil.rmtree(os.path.join(temp, name), ignore_errors=True)
 
 
 def _alive(pid: int) -> bool:
@@ -185,7 +202,8 @@ class MetricsExporter:
         then nothing is left behind."""
         client = prometheus()
         self._previous_dir = os.environ.get(MULTIPROC_DIR)
-        self.path = tempfile.mkdtemp(prefix="sqsmaster-metrics-")
+        _remove_orphans(tempfile.gettempdir())
+        self.path = tempfile.mkdtemp(prefix=f"{DIR_PREFIX}{os.getpid()}-")
         os.environ[MULTIPROC_DIR] = self.path  # before any worker process forks: each inherits it
         try:
             queues = []
