@@ -34,6 +34,8 @@ from .errors import (
     WorkerShutdown,
 )
 from .manager import TaskManager
+from .ops.localmap import LocalPool, MapResult, imap_unordered
+from .ops.localmap import map as map  # noqa: A004 (sqsmaster.map; kept out of __all__ so * never hides the builtin)
 from .outcomes import Action, Outcome
 from .producer import TaskCall
 from .supervise import MessageHandler
@@ -51,6 +53,8 @@ __all__ = [
     # words for how an attempt ended (AttemptRecord.outcome and .action compare equal to them)
     "Worker", "task", "Registry", "load_tasks", "Retry", "RetryPolicy", "exponential", "fixed", "linear",
     "MessageHandler", "Outcome", "Action",
+    # A local parallel map, each call supervised (sqsmaster.map too, left out here: * must not hide the builtin)
+    "LocalPool", "MapResult", "imap_unordered",
     # Queues
     "open_queue", "LocalQueue",
     # Handler unit tests: a message built by hand (sqstaskmaster's LocalMessage)

@@ -28,6 +28,7 @@ from ..payloads import PayloadStore
 from ..prefetch import PendingLeases
 from ..supervise import DEFAULT_HARD_TIMEOUT
 from .attempts import Outcomes
+from .batches import run_batch
 from .deletes import DEFAULT_MAX_DELAY, DeleteBatcher
 from .events import AttemptStart, Observers, WorkerEvents
 from .jobs import submitted_at
@@ -257,7 +258,7 @@ class WorkerLoop:
             return True  # behind a failed message of its FIFO group: released unrun
         dead_letter = self.outcomes.dead_letter(message)
         try:
-            prepared = read_message(message, self._payloads(message), dead_letter.max_receive_count)
+            prepared = read_message(message, self.payloads(message), dead_letter.max_receive_count)
             if prepared is None:  # not due yet: handed back or re-sent until it is
                 self.order.settle(message, succeeded=False)
                 return True
@@ -276,7 +277,10 @@ class WorkerLoop:
             self.pending.add([message])
             return False
         try:
-            outcome = self._run(message, spec, name, kwargs, attempt)
+            if spec.batch is not None:
+                outcome = run_batch(self, message, spec, name, kwargs, attempt, task_timeouts(self.config, spec))
+            else:
+                outcome = self.run_task(message, spec, name, kwargs, attempt).outcome
             self.order.settle(message, succeeded=outcome == Outcome.SUCCEEDED)
         finally:
             self.ended += 1
@@ -285,7 +289,7 @@ class WorkerLoop:
     def _take_slot(self) -> bool:
         return self._claim() if self._claim is not None else True
 
-    def _payloads(self, message: Message) -> PayloadStore:
+    def payloads(self, message: Message) -> PayloadStore:
         # One S3 client per worker (per endpoint and region its queues are on, one in practice), made on the
         # first pointer: the store lends its client, the pointer names the bucket. A client costs tens of
         # milliseconds of CPU and a connection of its own.
@@ -297,12 +301,15 @@ class WorkerLoop:
             self._payload_stores[where] = PayloadStore("s3://payloads", queue_url=url)
         return self._payload_stores[where]
 
-    def _run(self, message: Message, spec: TaskSpec, name: str, kwargs: dict[str, Any], attempt: int) -> str | None:
-        """Run the task under its handler; returns the handler's outcome."""
+    def run_task(self, message: Message, spec: TaskSpec, name: str, kwargs: dict[str, Any], attempt: int,
+                 batch: list[dict[str, Any]] | None = None) -> Any:
+        """Run the task under its handler (a batch task's call with ``batch``); returns the ended handler."""
         sqs_timeout, alarm_timeout, hard_timeout = task_timeouts(self.config, spec)
         handler = spec.handler_class(self.config.isolation)(
             message, sqs_timeout=sqs_timeout, alarm_timeout=alarm_timeout, hard_timeout=hard_timeout)
         handler.kwargs = kwargs  # set afterwards: a task kwarg may be called "message" or "sqs_timeout"
+        if batch is not None:
+            handler.batch = batch  # type: ignore[attr-defined]
         handler.dead_letter_visibility = self.outcomes.dead_letter(message).visibility
         handler.deletes = self.deletes
         if self.config.notify is not None:
@@ -322,7 +329,7 @@ class WorkerLoop:
             self.outcomes.released(message, handler, name, attempt, started_at)
             raise
         self.outcomes.after_run(message, handler, name, attempt, started_at)
-        return handler.outcome
+        return handler
 
     def _observe(self, handler: Any, start: AttemptStart) -> None:
         """Tell the observers the attempt starts, and hook its heartbeat ticks (and their kill) to them."""

@@ -33,6 +33,14 @@ from .worklog import log_event
 
 Target = Union[Callable[..., Any], type]
 
+#: Most messages one batch call may take: its kwargs all travel to one process, and every message's lease is
+#: extended while it runs (ten to a ChangeMessageVisibilityBatch call).
+MAX_BATCH_SIZE = 1000
+#: How long (s) a worker goes on receiving to fill a batch after the receive that brought its first message.
+DEFAULT_BATCH_WAIT = 1.0
+#: Longest ``batch_wait``: the batch's first message waits that long unrun (its lease heartbeated meanwhile).
+MAX_BATCH_WAIT = 60.0
+
 
 @dataclass(frozen=True)
 class TaskSpec:
@@ -46,12 +54,16 @@ class TaskSpec:
     isolation: str | None = None
     retry: RetryPolicy | None = None
     retry_on: tuple[type[BaseException], ...] | None = None
+    #: Batch tasks: up to this many messages of the task go to one call, as a list of their kwargs.
+    batch: int | None = None
+    #: Batch tasks: how long (s) the worker goes on receiving to fill a batch after its first message.
+    batch_wait: float = DEFAULT_BATCH_WAIT
     _classes: dict[str, type] = field(default_factory=dict, compare=False, repr=False)
 
     def check_kwargs(self, kwargs: dict[str, Any], message_id: str | None = None) -> None:
         """Raise :class:`MalformedMessage` when a function task cannot be called with ``kwargs`` (a missing
-        or unknown argument): no run could succeed. A handler class takes any kwargs."""
-        if isinstance(self.target, type):
+        or unknown argument): no run could succeed. A handler class, or a batch task (it takes a list), takes any."""
+        if isinstance(self.target, type) or self.batch is not None:
             return
         try:
             signature = inspect.signature(self.target)
@@ -67,13 +79,28 @@ class TaskSpec:
         isolation = self.isolation or _own_isolation(self.target) or default_isolation
         cls = self._classes.get(isolation)
         if cls is None:
-            base = self.target if isinstance(self.target, type) else FunctionTask
+            base = self.target if isinstance(self.target, type) else BatchTask if self.batch else FunctionTask
             attributes: dict[str, Any] = {"isolation": isolation, "spec": self}
-            if base is FunctionTask:
+            if base in (FunctionTask, BatchTask):
                 attributes["function"] = staticmethod(self.target)
             cls = type(f"{self.name}Task", (WorkerHandler, base), attributes)
             self._classes[isolation] = cls
         return cls
+
+
+def _check_batch(target: Target, options: dict[str, Any]) -> None:
+    batch, wait = options.get("batch"), options.get("batch_wait", DEFAULT_BATCH_WAIT)
+    if batch is None:
+        if "batch_wait" in options:
+            raise ConfigurationError("batch_wait= needs batch=N")
+        return
+    if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= MAX_BATCH_SIZE:
+        raise ConfigurationError(f"batch must be an integer from 1 to {MAX_BATCH_SIZE} (MAX_BATCH_SIZE), not {batch!r}")
+    if isinstance(target, type):
+        raise ConfigurationError("batch= takes a function of one argument (the list of kwargs), not a handler class")
+    if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait <= MAX_BATCH_WAIT:
+        raise ConfigurationError(f"batch_wait must be from 0 to {MAX_BATCH_WAIT} seconds (MAX_BATCH_WAIT), "
+                                 f"not {wait!r}")
 
 
 def _own_isolation(target: Target) -> str | None:
@@ -94,6 +121,18 @@ class FunctionTask(MessageHandler):
 
     def run(self) -> Any:
         return type(self).function(**self.kwargs)
+
+
+class BatchTask(MessageHandler):
+    """Runs a batch task's function once with the kwargs of every message of the batch (a list).
+
+    ``batch`` is set by the worker before the run: the first message's kwargs, then the others'."""
+
+    function: ClassVar[Callable[..., Any]]
+    batch: list[dict[str, Any]] = []
+
+    def run(self) -> Any:
+        return type(self).function(self.batch if self.batch else [self.kwargs])
 
 
 class WorkerHandler(MessageHandler):
@@ -160,9 +199,11 @@ class Registry:
         name = name or getattr(target, "__name__", None)
         if not isinstance(name, str) or not name:
             raise ConfigurationError(f"task name must be a non-empty string, not {name!r}")
-        unknown = set(options) - {"hard_timeout", "sqs_timeout", "alarm_timeout", "isolation", "retry", "retry_on"}
+        unknown = set(options) - {"hard_timeout", "sqs_timeout", "alarm_timeout", "isolation", "retry", "retry_on",
+                                  "batch", "batch_wait"}
         if unknown:
             raise ConfigurationError(f"unknown @task option(s): {', '.join(sorted(unknown))}")
+        _check_batch(target, options)
         isolation = options.get("isolation")
         if isolation is not None and isolation not in isolation_modes():
             raise ConfigurationError(f"unknown isolation {isolation!r}; choose one of {isolation_modes()}")
@@ -210,7 +251,9 @@ def task(target: Target | None = None, *, name: str | None = None, **options: An
     Options override the worker's settings for this task: ``hard_timeout``,
     ``sqs_timeout``, ``alarm_timeout``, ``isolation`` ("signal" or "process"),
     ``retry`` (:func:`~sqsmaster.worker.retry.fixed`, ``linear``, ``exponential``) and
-    ``retry_on`` (exception types worth a retry; others go to the dead-letter path).
+    ``retry_on`` (exception types worth a retry; others go to the dead-letter path),
+    ``batch`` (up to N messages of the task to one call of the function, with the list of their kwargs;
+    see :mod:`sqsmaster.worker.batches`) and ``batch_wait`` (seconds of receiving to fill one, default 1).
     """
     return default_registry.task(target, name=name, **options)
 
