@@ -254,9 +254,11 @@ def test_a_lost_lease_and_the_sqs_error_behind_it_are_counted_in_a_one_process_w
         wait_for(lambda: records(run.record_path), 20, "the task to start")
         # When its message is taken away from it (purged: the next heartbeat finds its receipt handle invalid)
         sqs_client.purge_queue(QueueUrl=url)
-        # Then the lease loss is counted for its task once the attempt ended, and the failed call by its operation
-        samples = wait_for(lambda: (found := scrape(endpoint)) and total(found, "sqsmaster_tasks_total") and found,
-                           20, "the attempt to be counted")
+        # Then the lease loss is counted for its task once the attempt ended, and the failed calls by operation:
+        # the heartbeat's, and the delete (in a batch) of the task that succeeded with a stale receipt handle
+        samples = wait_for(lambda: (found := scrape(endpoint)) and total(found, "sqsmaster_tasks_total") and total(
+            found, "sqsmaster_sqs_errors_total", operation="delete_message_batch") and found, 20,
+            "the attempt and its delete to be counted")
         assert total(samples, "sqsmaster_lease_losses_total", task="nap_once") == 1
         assert total(samples, "sqsmaster_sqs_errors_total", operation="change_message_visibility") >= 1
         run.send_signal(signal.SIGTERM)
