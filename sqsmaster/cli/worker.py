@@ -103,6 +103,7 @@ ENVIRONMENT: list[tuple[str, str, str, Callable[[str], Any]]] = [
     ("--store", "store", "SQSMASTER_STORE", str),
     ("--store-keep-succeeded", "store_keep_succeeded", "SQSMASTER_STORE_KEEP_SUCCEEDED", _duration),
     ("--store-keep-failed", "store_keep_failed", "SQSMASTER_STORE_KEEP_FAILED", _duration),
+    ("--metrics", "metrics", "SQSMASTER_METRICS", str),
     ("--log-level", "log_level", "SQSMASTER_LOG_LEVEL", str.upper),
 ]
 
@@ -180,6 +181,9 @@ def register(subparsers: Any) -> None:
                         help="how long succeeded attempts stay in the store (default 1d; 3600, 90m, 12h, 7d)")
     parser.add_argument("--store-keep-failed", type=option["--store-keep-failed"], metavar="DURATION",
                         help="how long other finished attempts stay in the store (default 7d)")
+    parser.add_argument("--metrics", metavar="[HOST:]PORT",
+                        help="serve Prometheus metrics here, for all processes (a bare port: 127.0.0.1 only; "
+                             "needs pip install 'sqsmaster[metrics]')")
     parser.set_defaults(func=run)
 
 
@@ -249,7 +253,8 @@ def run(args: argparse.Namespace) -> int:
                     wait_time=args.wait_time, max_tasks=args.max_tasks, until_empty=args.until_empty,
                     prefetch=args.prefetch, grace=args.grace, dlq=args.dlq, job_log=args.job_log,
                     exit_at_deadline=True, store=args.store, store_keep_succeeded=args.store_keep_succeeded,
-                    store_keep_failed=args.store_keep_failed)
+                    store_keep_failed=args.store_keep_failed,
+                    metrics=args.metrics)
     code = worker.run()
     # The process ends now: spare it the interpreter's last garbage collection, a walk over every object
     # of boto3's service models that took up to a second on a loaded machine, after the worker was done

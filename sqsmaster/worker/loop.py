@@ -343,6 +343,7 @@ class WorkerLoop:
 
         def running() -> bool:  # on the heartbeat thread, once per beat
             self.events.heartbeat(start, time.time(), next(beats))
+            self.events.heartbeat_lag(start, handler.heartbeat_lag())
             order = self.events.kill_order(start)
             if order is not None:
                 handler.kill_then = order.then
