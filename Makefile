@@ -27,6 +27,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 	$(BIN)/python bench/supervisor_bench.py
 	$(BIN)/python bench/local_queues_bench.py
+	$(BIN)/python bench/map_bench.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache

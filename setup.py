@@ -21,6 +21,8 @@ setup(
         "demo": ["moto[server]>=5.0", "tqdm>=4.60", "matplotlib>=3.5"],
         "progress": ["tqdm>=4.60"],
         "plot": ["matplotlib>=3.5"],
+        # sqsmaster worker --metrics: the Prometheus endpoint (multiprocess mode).
+        "metrics": ["prometheus_client>=0.17"],
         "cron": ["croniter>=2.0"],
     },
     entry_points={"console_scripts": ["sqsmaster=sqsmaster.cli:main"]},

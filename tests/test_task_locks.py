@@ -176,6 +176,7 @@ def test_lock_keys_name_the_task_and_the_values_of_the_key_kwargs():
     ({"lock_key": ("user", 3)}, "lock_key= takes kwarg names"),
     ({"lock_key": ("account",)}, "lock_key names account, which it takes no kwarg of"),
     ({"lock": "yes"}, "lock= takes True or False"),
+    ({"lock_key": ("user",), "batch": 10}, "lock_key cannot go with batch"),
     ({"lock": True, "lock_retry": 0}, "lock_retry= takes whole seconds in [1, 900]"),
     ({"lock": True, "lock_retry": 901}, "lock_retry= takes whole seconds in [1, 900]"),
 ])

@@ -9,6 +9,7 @@ failure becomes, :mod:`.pool` runs ``--concurrency N`` children, :mod:`.signals`
 overlapping, and :mod:`.worklog` / :mod:`.jobs` write what happened.
 """
 
+from . import eager  # noqa: F401  (registers eager mode's runner with TaskManager)
 from .facade import Worker
 
 __all__ = ["Worker"]

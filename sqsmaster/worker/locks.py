@@ -33,7 +33,7 @@ from typing import Any, Callable, Literal
 from ..backends import Message
 from ..lease import Lease
 from ..producer import copy_entry
-from ..store import JobStore
+from ..store import JobStore, open_store
 from .events import AttemptStart, WorkerEvents
 from .registry import Registry, TaskSpec
 
@@ -202,6 +202,33 @@ def hand_back(message: Message, spec: TaskSpec, key: str, holder: str) -> None:
                              "(%s); it may run twice", message.message_id, exc)
             return
     Lease(message).release(delay)
+
+
+class LazyStore:
+    """The job store at ``url``, opened at its first use and again after an open that failed: a store that
+    cannot be reached when the worker starts is the same as one that stops answering later (each call raises
+    StoreError: a locked task's message waits, a slot waits for the next pass), not a worker that cannot
+    start. Every other attribute is the store's."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._store: JobStore | None = None
+        self._lock = threading.Lock()
+
+    def opened(self) -> JobStore:
+        with self._lock:
+            if self._store is None:
+                self._store = open_store(self.url)
+            return self._store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.opened(), name)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._store is not None:
+                self._store.close()
+                self._store = None
 
 
 def task_locks(registry: Registry, store: JobStore | None) -> TaskLocks:
