@@ -22,6 +22,9 @@ setup(
         "demo": ["moto[server]>=5.0", "tqdm>=4.60", "matplotlib>=3.5"],
         "progress": ["tqdm>=4.60"],
         "plot": ["matplotlib>=3.5"],
+        # sqsmaster worker --metrics: the Prometheus endpoint (multiprocess mode).
+        "metrics": ["prometheus_client>=0.17"],
+        "cron": ["croniter>=2.0"],
         # sqsmaster dashboard: a small WSGI app served by a threaded pure-Python server (no build step).
         "dashboard": ["flask>=2.2", "waitress>=2.1"],
     },

@@ -44,6 +44,7 @@ from .testing import LocalMessage
 from .worker.facade import Worker
 from .worker.registry import Registry, load_tasks, task
 from .worker.retry import Retry, RetryPolicy, exponential, fixed, linear
+from .worker.schedules import cron, every
 
 __version__ = "0.1.0"
 
@@ -56,6 +57,8 @@ __all__ = [
     "MessageHandler", "Outcome", "Action",
     # A local parallel map, each call supervised (sqsmaster.map too, left out here: * must not hide the builtin)
     "LocalPool", "MapResult", "imap_unordered",
+    # Periodic tasks: @task(schedule=every(minutes=10)) or @task(schedule=cron("0 3 * * *"))
+    "every", "cron",
     # Queues
     "open_queue", "LocalQueue",
     # Handler unit tests: a message built by hand (sqstaskmaster's LocalMessage)

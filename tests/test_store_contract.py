@@ -152,3 +152,19 @@ def test_actions_are_an_audit_trail_newest_first(store):
     store.record_action(ActionRow(NOW, "ops", "kill", "m1"))
     store.record_action(ActionRow(NOW + 1, "ops", "requeue", "solve x ValueError", count=12))
     assert [(a.what, a.count) for a in store.actions()] == [("requeue", 12), ("kill", 1)]
+
+
+def test_a_schedules_fired_slot_only_moves_forward(store):
+    from sqsmaster.store import FiredRow
+
+    # Given nothing recorded
+    assert store.fired("nightly") is None
+    # When slots are recorded out of order (a slow scheduler writes after a faster one)
+    assert store.mark_fired(FiredRow("nightly", NOW + 600, NOW + 601, "a"))
+    assert not store.mark_fired(FiredRow("nightly", NOW, NOW + 602, "b"))
+    assert not store.mark_fired(FiredRow("nightly", NOW + 600, NOW + 603, "c"))  # the same slot twice: first wins
+    # Then the latest slot stays, with who sent it
+    assert store.fired("nightly") == FiredRow("nightly", NOW + 600, NOW + 601, "a")
+    assert store.mark_fired(FiredRow("nightly", NOW + 1200, NOW + 1201, "b"))
+    assert store.fired("nightly").slot == NOW + 1200
+    assert store.fired("hourly") is None

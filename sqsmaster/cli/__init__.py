@@ -28,7 +28,7 @@ EXIT_QUEUE = 3
 
 #: Command modules, in the order ``--help`` lists them.
 COMMANDS = ["demo", "worker", "submit", "submit_file", "create", "status", "peek", "purge", "redrive", "report",
-            "scale", "kill", "cancel", "dashboard"]
+            "scale", "kill", "cancel", "schedules", "schedule", "dashboard"]
 
 #: SQS error codes that mean the credentials, their permissions or the clock are wrong: configuration (exit 2),
 #: not a queue that cannot be reached.

@@ -103,6 +103,8 @@ ENVIRONMENT: list[tuple[str, str, str, Callable[[str], Any]]] = [
     ("--store", "store", "SQSMASTER_STORE", str),
     ("--store-keep-succeeded", "store_keep_succeeded", "SQSMASTER_STORE_KEEP_SUCCEEDED", _duration),
     ("--store-keep-failed", "store_keep_failed", "SQSMASTER_STORE_KEEP_FAILED", _duration),
+    ("--metrics", "metrics", "SQSMASTER_METRICS", str),
+    ("--no-scheduler", "no_scheduler", "SQSMASTER_NO_SCHEDULER", _flag),
     ("--log-level", "log_level", "SQSMASTER_LOG_LEVEL", str.upper),
 ]
 
@@ -110,7 +112,8 @@ ENVIRONMENT: list[tuple[str, str, str, Callable[[str], Any]]] = [
 DEFAULTS: dict[str, Any] = {"tasks": [], "queue": [], "concurrency": 1, "isolation": "signal", "sqs_timeout": 30.0,
                             "hard_timeout": float(DEFAULT_HARD_TIMEOUT), "grace": 30.0, "wait_time": 20.0,
                             "prefetch": 0, "until_empty": False, "log_format": "text",
-                            "store_keep_succeeded": SUCCESS_TTL, "store_keep_failed": FAILURE_TTL}
+                            "store_keep_succeeded": SUCCESS_TTL, "store_keep_failed": FAILURE_TTL,
+                            "no_scheduler": False}
 
 
 def _epilog() -> str:
@@ -175,11 +178,17 @@ def register(subparsers: Any) -> None:
                         help="append one JSON line per attempt (sqsmaster report PATH reads it)")
     parser.add_argument("--store", metavar="URL",
                         help="job store to record every attempt in and take kill/cancel orders from "
-                             "(sqlite:///PATH or dynamodb://TABLE)")
+                             "(sqlite:///PATH or dynamodb://TABLE); it also holds periodic tasks' slot claims and "
+                             "task locks")
     parser.add_argument("--store-keep-succeeded", type=option["--store-keep-succeeded"], metavar="DURATION",
                         help="how long succeeded attempts stay in the store (default 1d; 3600, 90m, 12h, 7d)")
     parser.add_argument("--store-keep-failed", type=option["--store-keep-failed"], metavar="DURATION",
                         help="how long other finished attempts stay in the store (default 7d)")
+    parser.add_argument("--metrics", metavar="[HOST:]PORT",
+                        help="serve Prometheus metrics here, for all processes (a bare port: 127.0.0.1 only; "
+                             "needs pip install 'sqsmaster[metrics]')")
+    parser.add_argument("--no-scheduler", action="store_const", const=True,
+                        help="do not send periodic tasks' due slots from this worker")
     parser.set_defaults(func=run)
 
 
@@ -249,7 +258,8 @@ def run(args: argparse.Namespace) -> int:
                     wait_time=args.wait_time, max_tasks=args.max_tasks, until_empty=args.until_empty,
                     prefetch=args.prefetch, grace=args.grace, dlq=args.dlq, job_log=args.job_log,
                     exit_at_deadline=True, store=args.store, store_keep_succeeded=args.store_keep_succeeded,
-                    store_keep_failed=args.store_keep_failed)
+                    store_keep_failed=args.store_keep_failed,
+                    metrics=args.metrics, scheduler=not args.no_scheduler)
     code = worker.run()
     # The process ends now: spare it the interpreter's last garbage collection, a walk over every object
     # of boto3's service models that took up to a second on a loaded machine, after the worker was done

@@ -189,6 +189,11 @@ class MessageHandler:
         """The message's lease while (and after) the handler runs: ``extensions``, ``lost``..."""
         return self._lease
 
+    def heartbeat_lag(self) -> float:
+        """Asked from ``running()`` (on the heartbeat thread, as a beat starts): how late (s) this beat runs
+        against its schedule; 0 outside the ``with`` block."""
+        return 0.0 if self._policy is None else self._policy.beat_lag()
+
     def context(self) -> dict[str, Any]:
         """What ``notify`` receives as context: ``{"body": ..., **message.attributes}`` as in sqstaskmaster,
         and ``"message_id"`` when the message has one."""

@@ -100,7 +100,7 @@ class Outcomes:
         job = record_from_handler(handler, task=name, dead_lettered=outcome != Outcome.KILLED and action in (
             Action.DEAD_LETTERED, Action.HANDED_TO_REDRIVE))
         self.record(AttemptRecord(message.message_id, message.queue.url, name, attempt, outcome, action,
-                                  started_at, runtime, describe(handler.exception), delay, job))
+                                  started_at, runtime, describe(handler.exception), delay, job, lease_lost=lost))
 
     def _after_failure(self, message: Message, handler: Any, name: str, attempt: int, dead_letter: DeadLetter,
                        lost: bool) -> tuple[Action, int | None]:

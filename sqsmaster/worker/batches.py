@@ -22,24 +22,45 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ..backends import Message
 from ..consumer import read_message
 from ..errors import MalformedMessage, QueueError, UnknownTask
 from ..lease import Lease, receive_count
+from ..ordering import GroupOrder
 from ..outcomes import Action, Outcome
+from ..payloads import PayloadStore
 from ..prefetch import PendingLeases
-from .attempts import describe
-from .events import AttemptStart
+from .attempts import Outcomes, describe
+from .config import WorkerConfig
+from .deletes import DeleteBatcher
+from .events import AttemptStart, Observers
 from .jobs import record_from_message, submitted_at
 from .orders import drop_cancelled
+from .receiving import Receiver
 from .registry import TaskSpec
-from .signals import block_stop_signals
+from .signals import ShutdownSignals, block_stop_signals
 from .worklog import AttemptRecord, log_event
 
-if TYPE_CHECKING:
-    from .loop import WorkerLoop
+
+class BatchLoop(Protocol):
+    """What a batch uses of the worker loop that runs it (:class:`~sqsmaster.worker.loop.WorkerLoop`)."""
+
+    config: WorkerConfig
+    ended: int
+    events: Observers
+    outcomes: Outcomes
+    pending: PendingLeases
+    receiver: Receiver
+    signals: ShutdownSignals
+    order: GroupOrder
+    deletes: DeleteBatcher
+
+    def payloads(self, message: Message) -> PayloadStore: ...
+
+    def run_task(self, message: Message, spec: TaskSpec, name: str, kwargs: dict[str, Any], attempt: int,
+                 batch: list[dict[str, Any]] | None = None) -> Any: ...
 
 logger = logging.getLogger("sqsmaster.worker")
 
@@ -47,7 +68,7 @@ logger = logging.getLogger("sqsmaster.worker")
 Member = tuple[Message, dict[str, Any], int]
 
 
-def run_batch(loop: "WorkerLoop", message: Message, spec: TaskSpec, name: str, kwargs: dict[str, Any], attempt: int,
+def run_batch(loop: BatchLoop, message: Message, spec: TaskSpec, name: str, kwargs: dict[str, Any], attempt: int,
               timeouts: tuple[float, float, float]) -> str | None:
     """Gather up to ``spec.batch`` messages of the task (``message`` first; fewer if ``--max-tasks`` leaves
     fewer), run one call, settle them all; returns the call's outcome. Raises what the loop's ``run_task``
@@ -72,7 +93,7 @@ def run_batch(loop: "WorkerLoop", message: Message, spec: TaskSpec, name: str, k
     return handler.outcome
 
 
-def _announce(loop: "WorkerLoop", spec: TaskSpec, members: list[Member], name: str, started_at: float,
+def _announce(loop: BatchLoop, spec: TaskSpec, members: list[Member], name: str, started_at: float,
               timeouts: tuple[float, float, float]) -> None:
     """Tell the worker's observers each other message's attempt starts (the first one's is told by the loop)."""
     if not loop.events.observers:
@@ -84,7 +105,7 @@ def _announce(loop: "WorkerLoop", spec: TaskSpec, members: list[Member], name: s
                                                  submitted_at(message)))
 
 
-def gather(loop: "WorkerLoop", spec: TaskSpec, name: str, size: int, clock: Any = time.monotonic) -> list[Member]:
+def gather(loop: BatchLoop, spec: TaskSpec, name: str, size: int, clock: Any = time.monotonic) -> list[Member]:
     """Up to ``size - 1`` more ready messages of task ``name`` (see the module's docstring)."""
     members: list[Member] = []
     others: list[Message] = []
@@ -115,7 +136,7 @@ def gather(loop: "WorkerLoop", spec: TaskSpec, name: str, size: int, clock: Any 
     return members
 
 
-def _member(loop: "WorkerLoop", message: Message, name: str) -> tuple[dict[str, Any] | None, int] | None:
+def _member(loop: BatchLoop, message: Message, name: str) -> tuple[dict[str, Any] | None, int] | None:
     """``(kwargs, attempt)`` for a message of task ``name``; kwargs None when the message was dealt with
     here (not due yet, or held back behind its FIFO group); None for a message the loop must take."""
     attempt = receive_count(message)
@@ -151,7 +172,7 @@ class BatchLeases:
         self._leases.close()
 
 
-def settle(loop: "WorkerLoop", handler: Any, members: list[Member], name: str, started_at: float) -> None:
+def settle(loop: BatchLoop, handler: Any, members: list[Member], name: str, started_at: float) -> None:
     """After the first message's handler ended: delete every other message, or hand each back as its own
     failure would (its backoff, or the dead-letter path after its last attempt)."""
     succeeded = handler.outcome == Outcome.SUCCEEDED
@@ -173,13 +194,13 @@ def settle(loop: "WorkerLoop", handler: Any, members: list[Member], name: str, s
             loop.outcomes.escaped(message, name, attempt, exc)
 
 
-def _delete(loop: "WorkerLoop", message: Message) -> Action:
+def _delete(loop: BatchLoop, message: Message) -> Action:
     loop.deletes.add(message)
     loop.order.settle(message, succeeded=True)
     return Action.DELETED
 
 
-def _hand_back(loop: "WorkerLoop", handler: Any, message: Message, attempt: int) -> tuple[Action, int | None]:
+def _hand_back(loop: BatchLoop, handler: Any, message: Message, attempt: int) -> tuple[Action, int | None]:
     loop.order.settle(message, succeeded=False)
     dead_letter = loop.outcomes.dead_letter(message)
     delay = handler.backoff(attempt)  # this message's own receive count decides its retry, as for a single one

@@ -55,6 +55,10 @@ class WorkerEvents:
     def heartbeat(self, start: AttemptStart, at: float, beats: int) -> None:
         """A heartbeat tick of a running attempt (the ``beats``-th), on the heartbeat thread."""
 
+    def heartbeat_lag(self, start: AttemptStart, lag: float) -> None:
+        """How late (s) the heartbeat being made ran after its schedule: in signal isolation a task that
+        holds the GIL (C code) starves the heartbeat thread, and this is what shows it. On the heartbeat thread."""
+
     def keep_running(self, start: AttemptStart) -> bool:
         """Asked at each heartbeat tick: False stops the task (an operator's kill)."""
         return True
@@ -68,6 +72,8 @@ class WorkerEvents:
         """Asked once per received batch, before any of it runs: the ids to delete unrun (outcome
         ``cancelled``). Must answer within a second or so: the batch waits for it."""
         return set()
+    def kill_requested(self, start: AttemptStart) -> None:
+        """An observer's ``keep_running`` said False: the task is being stopped (told at each tick until it is)."""
 
     def attempt_ended(self, record: AttemptRecord) -> None:
         """The attempt ended and what became of its message is settled."""
@@ -97,8 +103,14 @@ class Observers(WorkerEvents):
     def heartbeat(self, start: AttemptStart, at: float, beats: int) -> None:
         self._each("heartbeat", start.message_id, start, at, beats)
 
+    def heartbeat_lag(self, start: AttemptStart, lag: float) -> None:
+        self._each("heartbeat_lag", start.message_id, start, lag)
+
     def keep_running(self, start: AttemptStart) -> bool:
-        return all(result is not False for result in self._each("keep_running", start.message_id, start))
+        keep = all(result is not False for result in self._each("keep_running", start.message_id, start))
+        if not keep:
+            self._each("kill_requested", start.message_id, start)
+        return keep
 
     def kill_order(self, start: AttemptStart) -> KillOrder | None:
         return next((order for order in self._each("kill_order", start.message_id, start) if order), None)

@@ -38,6 +38,8 @@ from ..store import StoreError, open_store
 from ..store.base import FAILURE_TTL, SUCCESS_TTL
 from ..supervise import DEFAULT_HARD_TIMEOUT
 from .events import WorkerEvents
+from .exporter import MetricsExporter, parse_address
+from .locks import LazyStore, task_locks
 from .loop import (  # noqa: F401  (the exit codes are part of this module's interface)
     EXIT_CODES,
     EXIT_FAILURE,
@@ -50,6 +52,7 @@ from .loop import (  # noqa: F401  (the exit codes are part of this module's int
     WorkerLoop,
     task_timeouts,
 )
+from .metrics import observer_maker, prometheus
 from .pool import run_pool
 from .recorder import StoreRecorder
 from .registry import Registry, load_tasks
@@ -97,6 +100,11 @@ class Worker:
         runs (it records once the store answers); a URL no store understands is a ConfigurationError
     :param store_keep_succeeded: seconds a succeeded attempt stays in the store (default one day)
     :param store_keep_failed: seconds any other finished attempt stays (default seven days)
+    :param metrics: serve Prometheus metrics at this address (``PORT``, ``HOST:PORT``; a bare port listens on
+        127.0.0.1 only), added up over the ``concurrency`` processes (see :mod:`sqsmaster.worker.exporter`);
+        needs ``pip install 'sqsmaster[metrics]'``
+    :param scheduler: send the periodic tasks' due slots (they need ``store``: its claims make each slot go
+        out once across the fleet); False (``--no-scheduler``) when EventBridge Scheduler sends them
     :raises ConfigurationError: for settings that cannot work, before anything is received
     """
 
@@ -109,7 +117,8 @@ class Worker:
                  queue_constructor: Callable[[str], Any] | None = None, job_log: str | None = None,
                  exit_at_deadline: bool = False,
                  observers: list[Callable[[], WorkerEvents]] | None = None, store: str | None = None,
-                 store_keep_succeeded: float = SUCCESS_TTL, store_keep_failed: float = FAILURE_TTL) -> None:
+                 store_keep_succeeded: float = SUCCESS_TTL, store_keep_failed: float = FAILURE_TTL,
+                 metrics: str | None = None, scheduler: bool = True) -> None:
         urls = ([queue] if isinstance(queue, str) else list(queue)) + list(queues or [])
         if not urls:
             raise ConfigurationError("a worker needs at least one queue URL")
@@ -133,10 +142,15 @@ class Worker:
         if store is not None:
             observers.append(recorder_maker(store, urls, store_keep_succeeded, store_keep_failed))
         self.registry: Registry = load_tasks(tasks)
+        self.metrics = None if metrics is None else parse_address(metrics)
+        if self.metrics is not None:
+            prometheus()  # missing: one line naming the extra, now
+            observers = [*(observers or []), observer_maker(self.registry.names())]
         self.config = WorkerConfig(urls, self.registry, concurrency, isolation, sqs_timeout, alarm, hard_timeout,
                                    wait_time, max_tasks, until_empty, prefetch, grace, dlq, notify,
                                    on_attempt_end, queue_constructor, None if job_log is None else str(job_log),
-                                   exit_at_deadline, observers)
+                                   exit_at_deadline, observers, store, bool(scheduler))
+        _check_store(self.registry, store)
         # Fail on a bad isolation or timeouts here, not at the first message.
         for spec in (self.registry.get(name) for name in self.registry.names()):
             sqs, alarm_, hard = task_timeouts(self.config, spec)
@@ -145,10 +159,19 @@ class Worker:
     def run(self) -> int:
         """Work until stopped, ``max_tasks`` or ``until_empty``; returns the exit code (:data:`EXIT_CODES`)."""
         self._banner()
-        if self.config.concurrency > 1:
-            return run_pool(self.config)
-        with ShutdownSignals(grace=self.config.grace, margin=SHUTDOWN_MARGIN) as signals:
-            return WorkerLoop(self.config, signals).run()
+        exporter = None
+        if self.metrics is not None:  # before any worker process forks: they write where it serves from
+            exporter = MetricsExporter(self.metrics, self.config.queues, self.config.concurrency,
+                                       self.config.queue_constructor)
+            exporter.start()
+        try:
+            if self.config.concurrency > 1:
+                return run_pool(self.config)
+            with ShutdownSignals(grace=self.config.grace, margin=SHUTDOWN_MARGIN) as signals:
+                return WorkerLoop(self.config, signals).run()
+        finally:
+            if exporter is not None:
+                exporter.close()
 
     def _banner(self) -> None:
         """What is starting, once per worker (a pool's processes then each log "worker ready")."""
@@ -187,6 +210,12 @@ def _check_distinct(urls: list[str], dlq: str | None) -> None:
     if dlq is not None and dlq in urls:
         raise ConfigurationError(f"--dlq {dlq} is also a queue the worker works on: each dead letter would run "
                                  "again; give a queue of its own")
+
+
+def _check_store(registry: Registry, url: str | None) -> None:
+    """A task that takes a lock needs a store (whether it answers now is the recorder's look: see
+    :func:`recorder_maker`)."""
+    task_locks(registry, None if url is None else LazyStore(url))
 
 
 def _check_job_log(path: str) -> None:

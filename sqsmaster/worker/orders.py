@@ -12,7 +12,7 @@ read when the message is received: :func:`drop_cancelled` deletes it unrun.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from ..backends import Message, open_bounded_queue
 from ..consumer import redrive_target_url
@@ -22,8 +22,11 @@ from .deadletter import DLQ_SEND_VISIBILITY, DeadLetter
 from .events import WorkerEvents
 from .receiving import WORKER_READ_TIMEOUT
 
-if TYPE_CHECKING:
-    from .attempts import Outcomes
+
+class CancelRecorder(Protocol):
+    """Who records a cancelled message (the worker's :class:`~sqsmaster.worker.attempts.Outcomes`)."""
+
+    def cancelled(self, message: Message) -> None: ...
 
 logger = logging.getLogger("sqsmaster.worker")
 
@@ -75,7 +78,7 @@ def _dead_letter(message: Message, dead_letter: DeadLetter) -> Action:
             client.close()
 
 
-def drop_cancelled(messages: list[Message], events: WorkerEvents, outcomes: "Outcomes") -> list[Message]:
+def drop_cancelled(messages: list[Message], events: WorkerEvents, outcomes: CancelRecorder) -> list[Message]:
     """The received ``messages`` an operator did not cancel; the cancelled ones are deleted unrun, each
     logged and recorded with the outcome ``cancelled``. The observers answer in a bounded time."""
     cancelled = events.cancelled([message.message_id for message in messages])

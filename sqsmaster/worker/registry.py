@@ -26,10 +26,12 @@ from typing import Any, Callable, ClassVar, Union
 
 from ..errors import ConfigurationError, MalformedMessage, TaskKilled, UnknownTask
 from ..lease import receive_count
+from ..limits import MAX_DELAY_SECONDS
 from ..supervise import MessageHandler, isolation_modes
 from .deletes import DeleteBatcher
 from .orders import kill_visibility
 from .retry import FailurePlan, Retry, RetryPolicy, plan_failure
+from .schedules import Schedule
 from .worklog import log_event
 
 Target = Union[Callable[..., Any], type]
@@ -41,6 +43,11 @@ MAX_BATCH_SIZE = 1000
 DEFAULT_BATCH_WAIT = 1.0
 #: Longest ``batch_wait``: the batch's first message waits that long unrun (its lease heartbeated meanwhile).
 MAX_BATCH_WAIT = 60.0
+#: Options ``@task`` takes.
+TASK_OPTIONS = frozenset({"hard_timeout", "sqs_timeout", "alarm_timeout", "isolation", "retry", "retry_on",
+                          "batch", "batch_wait", "schedule", "lock", "lock_key", "lock_retry"})
+#: Seconds a message that found its task's lock held waits before it comes back.
+DEFAULT_LOCK_RETRY = 5
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,13 @@ class TaskSpec:
     batch: int | None = None
     #: Batch tasks: how long (s) the worker goes on receiving to fill a batch after its first message.
     batch_wait: float = DEFAULT_BATCH_WAIT
+    #: A periodic task's :class:`~sqsmaster.worker.schedules.Schedule` (sent by the workers' schedulers).
+    schedule: Schedule | None = None
+    #: Never two runs at once (``lock``), or never two with the same values of these kwargs (``lock_key``).
+    lock: bool = False
+    lock_key: tuple[str, ...] | None = None
+    #: Seconds before a message that found its lock held comes back (a new message, not a failure).
+    lock_retry: int = DEFAULT_LOCK_RETRY
     _classes: dict[str, type] = field(default_factory=dict, compare=False, repr=False)
 
     def check_kwargs(self, kwargs: dict[str, Any], message_id: str | None = None) -> None:
@@ -204,8 +218,7 @@ class Registry:
         name = name or getattr(target, "__name__", None)
         if not isinstance(name, str) or not name:
             raise ConfigurationError(f"task name must be a non-empty string, not {name!r}")
-        unknown = set(options) - {"hard_timeout", "sqs_timeout", "alarm_timeout", "isolation", "retry", "retry_on",
-                                  "batch", "batch_wait"}
+        unknown = set(options) - TASK_OPTIONS
         if unknown:
             raise ConfigurationError(f"unknown @task option(s): {', '.join(sorted(unknown))}")
         _check_batch(target, options)
@@ -217,6 +230,7 @@ class Registry:
             options["retry_on"] = tuple(retry_on) if isinstance(retry_on, (tuple, list)) else (retry_on,)
         if options.get("retry") is not None and not isinstance(options["retry"], RetryPolicy):
             raise ConfigurationError("retry= takes fixed(...), linear(...) or exponential(...)")
+        _check_schedule_and_lock(target, name, options)
         spec = TaskSpec(name, target, **options)
         self._tasks[name] = spec
         return spec
@@ -259,6 +273,12 @@ def task(target: Target | None = None, *, name: str | None = None, **options: An
     ``retry_on`` (exception types worth a retry; others go to the dead-letter path),
     ``batch`` (up to N messages of the task to one call of the function, with the list of their kwargs;
     see :mod:`sqsmaster.worker.batches`) and ``batch_wait`` (seconds of receiving to fill one, default 1).
+
+    ``schedule=every(minutes=10)`` or ``schedule=cron("0 3 * * *")`` makes it periodic: every worker
+    with a job store sends each due slot, once across the fleet (:mod:`sqsmaster.worker.scheduler`).
+    ``lock=True`` (or ``lock_key=("user_id",)``, a lock per value of those kwargs) never lets two of its
+    runs overlap: a message that finds the lock held comes back ``lock_retry`` seconds later (default 5)
+    as a new message, not as a failure (:mod:`sqsmaster.worker.locks`). Both need the worker's job store.
     """
     return default_registry.task(target, name=name, **options)
 
@@ -297,6 +317,54 @@ def load_tasks(tasks: Any) -> Registry:
     if not len(default_registry):
         raise ConfigurationError(f"{getattr(module, '__name__', module)!r} registers no task (use @sqsmaster.task)")
     return default_registry
+
+
+def _check_schedule_and_lock(target: Target, name: str, options: dict[str, Any]) -> None:
+    """``schedule``, ``lock``, ``lock_key`` and ``lock_retry`` checked, and normalised in ``options``."""
+    schedule = options.get("schedule")
+    if schedule is not None:
+        if not isinstance(schedule, Schedule):
+            raise ConfigurationError(f"task {name!r}: schedule= takes every(...) or cron(...), not {schedule!r}")
+        if not isinstance(target, type):
+            try:
+                inspect.signature(target).bind()
+            except TypeError:
+                raise ConfigurationError(f"task {name!r} has a schedule, so it is sent with no kwargs: it must be "
+                                         "callable without arguments") from None
+            except ValueError:
+                pass  # no signature to check (a builtin)
+    lock_key = options.get("lock_key")
+    if lock_key is not None:
+        keys = (lock_key,) if isinstance(lock_key, str) else lock_key
+        if not isinstance(keys, (tuple, list)) or not keys or not all(isinstance(k, str) and k for k in keys):
+            raise ConfigurationError(f"task {name!r}: lock_key= takes kwarg names, e.g. ('user_id',), not "
+                                     f"{lock_key!r}")
+        options["lock_key"] = tuple(keys)
+        options["lock"] = True
+        if options.get("batch") is not None:
+            raise ConfigurationError(f"task {name!r}: lock_key cannot go with batch (one call takes messages of "
+                                     "many keys); lock=True serialises the batch calls")
+        unknown = [key for key in keys if not _takes_kwarg(target, key)]
+        if unknown:
+            raise ConfigurationError(f"task {name!r}: lock_key names {', '.join(unknown)}, which it takes no "
+                                     "kwarg of")
+    if not isinstance(options.get("lock", False), bool):
+        raise ConfigurationError(f"task {name!r}: lock= takes True or False, not {options['lock']!r}")
+    retry = options.get("lock_retry", DEFAULT_LOCK_RETRY)
+    if isinstance(retry, bool) or not isinstance(retry, int) or not 1 <= retry <= MAX_DELAY_SECONDS:
+        raise ConfigurationError(f"task {name!r}: lock_retry= takes whole seconds in [1, {MAX_DELAY_SECONDS}] "
+                                 f"(SQS's longest delay), not {retry!r}")
+
+
+def _takes_kwarg(target: Target, name: str) -> bool:
+    """Whether a function task takes kwarg ``name`` (a handler class, or a function with ``**kwargs``, takes any)."""
+    if isinstance(target, type):
+        return True
+    try:
+        parameters = inspect.signature(target).parameters
+    except (TypeError, ValueError):
+        return True
+    return name in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
 
 
 def _describe(error: BaseException) -> str:

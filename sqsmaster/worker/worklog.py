@@ -51,6 +51,8 @@ class AttemptRecord:
     error: str | None = None
     delay: int | None = None
     job: JobRecord | None = None
+    #: The message's lease was lost while the task ran (whatever the outcome): another worker may run it too.
+    lease_lost: bool = False
 
 
 def event_name(event: str) -> str:
