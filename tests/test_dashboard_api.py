@@ -296,7 +296,9 @@ def test_kill_sets_the_flag_workers_read_and_records_who(store):
     assert store.flags(["m-run"])["m-run"].kind == "kill"
     [action] = store.actions()
     assert (action.who, action.what, action.target) == ("ops", "kill", "m-run")
-    assert post(client, config, "/api/actions/kill", {"message_ids": []}, headers).status_code == 400
+    for bad in ({"message_ids": []}, {"message_ids": [""]}, {"message_ids": ["m"] * 2001}, ["m-run"], {}):
+        assert post(client, config, "/api/actions/kill", bad, headers).status_code == 400, str(bad)[:40]
+    assert len(store.actions()) == 1
 
 
 def test_requeue_sends_each_gone_message_once_and_refuses_cut_kwargs(store, make_queue, sqs_client):

@@ -21,6 +21,8 @@ api = Blueprint("api", __name__, url_prefix="/api")
 
 #: Rows per page of /api/jobs by default, and the most a client may ask for.
 PAGE_SIZE, MAX_PAGE_SIZE = 50, 500
+#: The most message ids one action takes (a request is served on one of the server's few threads).
+MAX_IDS = 2000
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -149,6 +151,8 @@ def _ids(body: dict[str, Any], required: bool) -> list[str] | None:
         return None
     if not isinstance(ids, list) or not ids or not all(isinstance(i, str) and i for i in ids):
         raise ConfigurationError("message_ids must be a non-empty list of message ids")
+    if len(ids) > MAX_IDS:
+        raise ConfigurationError(f"message_ids: at most {MAX_IDS} per action, not {len(ids)}")
     return ids
 
 
