@@ -335,6 +335,22 @@ def test_a_failed_message_with_no_task_name_is_listed_but_not_requeued(store, ma
     assert result.status_code == 200 and result.get_json()["done"] == 0 and not receive_all(sqs_client, url)
 
 
+def test_a_requeue_whose_queue_is_gone_says_so_and_can_be_tried_again(store, make_queue, sqs_server, sqs_client):
+    # Given a failed message of a queue that was deleted since
+    url = make_queue()
+    sqs_client.delete_queue(QueueUrl=url)
+    store.put_attempt(row("orphan", url, kwargs={"n": 1}))
+    client, config = dashboard(store)
+    body = {"task": "solve", "exception_type": "ValueError"}
+    # When its group is requeued, it is not sent, and the answer says why
+    result = post(client, config, "/api/actions/requeue", body).get_json()
+    assert result["done"] == 0 and result["skipped"]["orphan"].startswith("send failed")
+    # And once the queue is back, a second requeue sends it (the first did not mark it requeued)
+    sqs_client.create_queue(QueueName=url.rsplit("/", 1)[1])
+    assert post(client, config, "/api/actions/requeue", body).get_json()["done"] == 1
+    assert [json.loads(m["Body"])["kwargs"] for m in receive_all(sqs_client, url)] == [{"n": 1}]
+
+
 def dead_letter_setup(store, make_queue, sqs_client, count=3):
     url = make_queue(dead_letter=True)
     dlq = make_queue.dead_letter_urls[url]

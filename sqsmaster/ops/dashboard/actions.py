@@ -72,9 +72,21 @@ def requeue_group(store: JobStore, task: str, exception_type: str, who: str, now
     for row in group.cut:
         result.skipped[row.message_id] = ("its kwargs were cut to the job store's 4 KiB bound (or are not JSON): "
                                           "resubmit it from its source")
-    send = submit or _submit
-    owner = f"{who} {uuid.uuid4().hex}"  # the claim's owner is this click: a second click by the same user loses
-    for row in group.requeueable:
+    sender = _Sender()
+    try:
+        _requeue(store, group.requeueable, submit or sender, f"{who} {uuid.uuid4().hex}", now, result)
+    finally:
+        sender.close()
+    store.record_action(ActionRow(now, who, "requeue", f"{task} x {exception_type}", result.done,
+                                  _detail(result)))
+    logger.info("%s requeued %d message(s) of %s x %s", who, result.done, task, exception_type)
+    return result
+
+
+def _requeue(store: JobStore, rows: list[AttemptRow], send: Callable[[str, str, dict[str, Any]], Any], owner: str,
+             now: float, result: Result) -> None:
+    """Claim and send each row's task; ``owner`` is this click: a second click, even by the same user, loses."""
+    for row in rows:
         if not store.claim(f"requeued:{row.message_id}", owner, now, REQUEUE_MARK_TTL):
             result.skipped[row.message_id] = "requeued before"
             continue
@@ -90,16 +102,23 @@ def requeue_group(store: JobStore, task: str, exception_type: str, who: str, now
             result.skipped[row.message_id] = f"send failed: {exc}"
             continue
         result.done += 1
-    store.record_action(ActionRow(now, who, "requeue", f"{task} x {exception_type}", result.done,
-                                  _detail(result)))
-    logger.info("%s requeued %d message(s) of %s x %s", who, result.done, task, exception_type)
-    return result
 
 
-def _submit(queue: str, task: str, kwargs: dict[str, Any]) -> None:
-    with TaskManager(queue, sender_name="sqsmaster-dashboard", create=False) as manager:
-        response = manager.submit(task, **kwargs)
-    logger.info("message %s: sent task %s again to %s", response.get("MessageId"), task, queue)
+class _Sender:
+    """Sends tasks through one TaskManager per queue (one client, not one per message), closed at the end."""
+
+    def __init__(self) -> None:
+        self.managers: dict[str, TaskManager] = {}
+
+    def __call__(self, queue: str, task: str, kwargs: dict[str, Any]) -> None:
+        if queue not in self.managers:
+            self.managers[queue] = TaskManager(queue, sender_name="sqsmaster-dashboard", create=False)
+        response = self.managers[queue].submit(task, **kwargs)
+        logger.info("message %s: sent task %s again to %s", response.get("MessageId"), task, queue)
+
+    def close(self) -> None:
+        for manager in self.managers.values():
+            manager.close()
 
 
 def _detail(result: Result) -> str | None:
