@@ -15,7 +15,7 @@ from flask import Blueprint, current_app, jsonify, request
 from ...errors import ConfigurationError
 from ...store import THEN_CHOICES, JobFilter, StoreError
 from . import actions, queries
-from .app import DashboardConfig
+from .config import DashboardConfig
 
 api = Blueprint("api", __name__, url_prefix="/api")
 

@@ -19,7 +19,7 @@ from ...store import AttemptRow, JobFilter
 from ...worker.jobs import JobRecord
 from . import queries
 from .api import parse_time
-from .app import DashboardConfig
+from .config import DashboardConfig
 
 views = Blueprint("views", __name__)
 
