@@ -16,6 +16,7 @@ demo: $(STAMP)
 	$(BIN)/sqsmaster demo
 
 test: $(STAMP)
+	sh tests/browser_setup.sh
 	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 lint: $(STAMP)
@@ -27,6 +28,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 	$(BIN)/python bench/supervisor_bench.py
 	$(BIN)/python bench/local_queues_bench.py
+	$(BIN)/python bench/map_bench.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache

@@ -14,6 +14,7 @@ setup(
     long_description_content_type="text/x-rst",
     license="MIT",
     packages=find_packages(exclude=["tests", "tests.*", "bench"]),
+    package_data={"sqsmaster.ops.dashboard": ["static/*"]},
     python_requires=">=3.9",
     install_requires=["boto3>=1.28", "botocore>=1.31"],
     extras_require={
@@ -21,6 +22,11 @@ setup(
         "demo": ["moto[server]>=5.0", "tqdm>=4.60", "matplotlib>=3.5"],
         "progress": ["tqdm>=4.60"],
         "plot": ["matplotlib>=3.5"],
+        # sqsmaster worker --metrics: the Prometheus endpoint (multiprocess mode).
+        "metrics": ["prometheus_client>=0.17"],
+        "cron": ["croniter>=2.0"],
+        # sqsmaster dashboard: a small WSGI app served by a threaded pure-Python server (no build step).
+        "dashboard": ["flask>=2.2", "waitress>=2.1"],
     },
     entry_points={"console_scripts": ["sqsmaster=sqsmaster.cli:main"]},
     classifiers=[

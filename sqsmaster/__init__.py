@@ -29,11 +29,14 @@ from .errors import (
     TaskCrashed,
     TaskExit,
     TaskFailed,
+    TaskKilled,
     TaskStuck,
     UnknownTask,
     WorkerShutdown,
 )
 from .manager import TaskManager
+from .ops.localmap import LocalPool, MapResult, imap_unordered
+from .ops.localmap import map as map  # noqa: A004 (sqsmaster.map; kept out of __all__ so * never hides the builtin)
 from .outcomes import Action, Outcome
 from .producer import TaskCall
 from .supervise import MessageHandler
@@ -41,6 +44,7 @@ from .testing import LocalMessage
 from .worker.facade import Worker
 from .worker.registry import Registry, load_tasks, task
 from .worker.retry import Retry, RetryPolicy, exponential, fixed, linear
+from .worker.schedules import cron, every
 
 __version__ = "0.1.0"
 
@@ -51,6 +55,10 @@ __all__ = [
     # words for how an attempt ended (AttemptRecord.outcome and .action compare equal to them)
     "Worker", "task", "Registry", "load_tasks", "Retry", "RetryPolicy", "exponential", "fixed", "linear",
     "MessageHandler", "Outcome", "Action",
+    # A local parallel map, each call supervised (sqsmaster.map too, left out here: * must not hide the builtin)
+    "LocalPool", "MapResult", "imap_unordered",
+    # Periodic tasks: @task(schedule=every(minutes=10)) or @task(schedule=cron("0 3 * * *"))
+    "every", "cron",
     # Queues
     "open_queue", "LocalQueue",
     # Handler unit tests: a message built by hand (sqstaskmaster's LocalMessage)
@@ -61,7 +69,7 @@ __all__ = [
     "QueueError", "QueueDoesNotExist", "LeaseLost",
     "MalformedMessage", "UnknownTask", "TaskExit", "TaskFailed", "TaskCrashed", "MemoryCapExceeded",
     # Interrupts raised inside a running task (BaseException: task code's except Exception cannot eat them)
-    "HandlerInterrupt", "HardTimeoutExceeded", "TaskStuck", "TaskAbandoned", "WorkerShutdown",
+    "HandlerInterrupt", "HardTimeoutExceeded", "TaskStuck", "TaskKilled", "TaskAbandoned", "WorkerShutdown",
     "__version__",
 ]
 

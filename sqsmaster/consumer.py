@@ -15,11 +15,12 @@ import itertools
 import json
 import logging
 from typing import Any, Callable, Iterator
+from urllib.parse import urlsplit
 
 from .backends import Message, QueueBackend
 from .delays import hold_if_not_due
 from .encoding import decode_task
-from .errors import MalformedMessage, QueueError
+from .errors import ConfigurationError, MalformedMessage, QueueError
 from .lease import Lease, default_backoff, notify_context, receive_count
 from .limits import check_max_messages, check_visibility_timeout, check_wait_time
 from .ordering import GroupOrder
@@ -78,6 +79,27 @@ def redrive_policy(queue: QueueBackend) -> dict[str, Any] | None:
         return dict(json.loads(raw))
     except (TypeError, ValueError):
         return None
+
+
+def dead_letter_url(url: str, arn: str) -> str:
+    """The queue URL of a dead-letter queue named by ARN, on the same endpoint as ``url``."""
+    parts = arn.split(":")
+    if len(parts) < 6:
+        raise ConfigurationError(f"not a queue ARN: {arn!r}")
+    account, name = parts[4], parts[5]
+    split = urlsplit(url)
+    if split.scheme in ("http", "https"):
+        return f"{split.scheme}://{split.netloc}/{account}/{name}"
+    return f"{split.scheme}://{name}"
+
+
+def redrive_target_url(url: str, policy: dict[str, Any] | None) -> str | None:
+    """The URL of the queue a redrive policy moves messages to (None without a policy or a target)."""
+    if not policy:
+        return None
+    if policy.get("deadLetterTargetUrl"):  # local queues say it: they cannot be found from an ARN
+        return str(policy["deadLetterTargetUrl"])
+    return dead_letter_url(url, str(policy["deadLetterTargetArn"])) if policy.get("deadLetterTargetArn") else None
 
 
 def max_receive_count(policy: dict[str, Any] | None) -> int | None:

@@ -194,6 +194,17 @@ class TaskStuck(HandlerInterrupt):
         super().__init__(f"task reported stuck by running() after {elapsed:.2f}s")
 
 
+class TaskKilled(HandlerInterrupt):
+    """An operator ordered the task stopped (``sqsmaster kill``, :meth:`MessageHandler.kill`): it was stopped
+    as a hard timeout stops it, and its outcome is ``killed``."""
+
+    def __init__(self, reason: str, elapsed: float | None = None) -> None:
+        self.reason = reason
+        self.elapsed = elapsed
+        ran = f" after {elapsed:.2f}s" if elapsed is not None else ""
+        super().__init__(f"task {reason}{ran}")
+
+
 class TaskAbandoned(HandlerInterrupt):
     """The lease was lost while the task ran and ``on_lease_lost = "stop"``: the task was stopped."""
 

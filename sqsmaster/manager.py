@@ -6,11 +6,12 @@ import logging
 import uuid
 from typing import Any, Callable, Iterable, Iterator
 
-from .backends import Message, SendEntry, open_queue
+from .backends import Message, SendEntry, check_url, open_queue
 from .batching import DEFAULT_IN_FLIGHT, check_in_flight, send_entries
 from .bulk import progress_bar, submit_parallel, total_of
 from .consumer import task_generator
 from .delays import due_attribute, plan_delay
+from .eager import EagerQueue, eager_enabled
 from .errors import ConfigurationError
 from .limits import MAX_MESSAGE_SIZE
 from .payloads import PayloadStore
@@ -35,19 +36,28 @@ class TaskManager:
     :param create: the first send creates a ``sqlite://`` or ``fq://`` queue that does not exist, with
         the URL's options (False: it raises QueueDoesNotExist instead). Receiving never creates one:
         ``task_generator`` on a queue that does not exist raises QueueDoesNotExist.
+    :param eager: run each submitted task inline instead of sending it (see :mod:`sqsmaster.eager`);
+        None (the default) reads ``SQSMASTER_EAGER``. No queue is opened then.
+    :param tasks: eager mode's tasks: a Registry, a module or its name (default: the ``@task`` registry)
     """
 
     def __init__(self, sqs_url: str, notify: Callable[..., None] | None = None,
                  queue_constructor: Callable[[str], Any] | None = None, sender_name: str | None = None,
                  *, client: Any = None, payload_bucket: str | None = None,
-                 payload_threshold: int = MAX_MESSAGE_SIZE, payload_client: Any = None, create: bool = True) -> None:
+                 payload_threshold: int = MAX_MESSAGE_SIZE, payload_client: Any = None, create: bool = True,
+                 eager: bool | None = None, tasks: Any = None) -> None:
         self.url = sqs_url
         self.sender_name = sender_name
-        self.queue = open_queue(sqs_url, client=client, queue_constructor=queue_constructor, create=create)
-        self._notify = notify
+        self.eager = eager_enabled(eager)
         self._attributes = sender_attributes(sender_name, sqs_url)
         self.payloads = None if payload_bucket is None else PayloadStore(
             payload_bucket, client=payload_client, threshold=payload_threshold, queue_url=sqs_url)
+        if self.eager:
+            check_url(sqs_url)
+            self.queue: Any = EagerQueue(sqs_url, tasks, self.payloads)
+        else:
+            self.queue = open_queue(sqs_url, client=client, queue_constructor=queue_constructor, create=create)
+        self._notify = notify
         self.fifo = bool(getattr(self.queue, "fifo", False))  # a queue_constructor's object may not say
         self._content_deduplication: bool | None = None
 
@@ -59,7 +69,8 @@ class TaskManager:
         ``submit(TaskCall("resize", {"path": p}, countdown=3600))``.
 
         Raises EncodeError (a kwarg JSON cannot hold), MessageTooLarge (over 1 MiB and no
-        ``payload_bucket``), LimitExceeded; nothing is sent then.
+        ``payload_bucket``), LimitExceeded; nothing is sent then. In eager mode the task runs
+        here and its exception propagates; the response also holds its return value (``"Result"``).
         """
         if isinstance(task, TaskCall):
             if kwargs:
@@ -89,9 +100,12 @@ class TaskManager:
         Raises SubmitFailed naming what could not be sent (entries SQS refused after
         retries, or the queue error that stopped the run) and how many were sent. A task
         that cannot be encoded raises its error (EncodeError, MessageTooLarge...) after
-        the tasks before it were sent and before any after it.
+        the tasks before it were sent and before any after it. In eager mode each task runs
+        here in turn (``parallel`` and ``progress`` are ignored) and the first exception propagates.
         """
         check_in_flight(max_in_flight)
+        if self.eager:
+            return self._run_all(tasks)
         bar = progress_bar(total_of(tasks, total)) if progress else None
         try:
             if parallel is not None and parallel > 1:
@@ -108,6 +122,14 @@ class TaskManager:
                 bar.close()
         logger.info("submitted %d task(s) to %s", sent, self.url)
         return sent
+
+    def _run_all(self, tasks: Iterable[TaskCall | tuple[str, dict[str, Any]]]) -> int:
+        """Eager mode's ``submit_many``: each task runs here, in order; the first exception stops the run."""
+        ran = 0
+        for entry in self._entries(tasks):
+            self.queue.send(entry)
+            ran += 1
+        return ran
 
     def _entries(self, tasks: Iterable[TaskCall | tuple[str, dict[str, Any]]]) -> Iterator[SendEntry]:
         """The checked entries of ``tasks``, read lazily; entry ids are the indexes in ``tasks``."""

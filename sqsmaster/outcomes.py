@@ -23,8 +23,9 @@ class _Word(str, Enum):
 
 
 class Outcome(_Word):
-    """How an attempt ended: the handler's word, the worker's for what it did not run,
-    and the job record's (``killed``, ``released``, ``dead-lettered``)."""
+    """How an attempt ended: the handler's word (``killed`` for an operator's kill), the worker's for what
+    it did not run (``cancelled``: deleted unrun on an operator's order), and the job record's (``killed``,
+    ``released``, ``dead-lettered``)."""
 
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -37,6 +38,7 @@ class Outcome(_Word):
     KILLED = "killed"
     RELEASED = "released"
     DEAD_LETTERED = "dead-lettered"
+    CANCELLED = "cancelled"
 
 
 class Action(_Word):
@@ -53,4 +55,4 @@ class Action(_Word):
 
 #: Job record outcomes, in the order reports list them.
 JOB_OUTCOMES = (Outcome.SUCCEEDED, Outcome.FAILED, Outcome.TIMED_OUT, Outcome.KILLED, Outcome.RELEASED,
-                Outcome.DEAD_LETTERED)
+                Outcome.DEAD_LETTERED, Outcome.CANCELLED)

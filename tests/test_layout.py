@@ -17,8 +17,9 @@ ALLOWED = {
     "ops": {"core", "backends", "supervise", "worker", "store"},
     "cli": {"core", "backends", "supervise", "worker", "store", "ops"},
 }
-#: The package's front door and sqstaskmaster's import path for MessageHandler re-export from anywhere.
-FRONT_DOORS = {"sqsmaster", "sqsmaster.__main__", "sqsmaster.message_handler"}
+#: The package's front door and sqstaskmaster's import paths for MessageHandler and Provisioner re-export from
+#: anywhere.
+FRONT_DOORS = {"sqsmaster", "sqsmaster.__main__", "sqsmaster.message_handler", "sqsmaster.queue_scale"}
 
 
 def room_of(module: str) -> str:

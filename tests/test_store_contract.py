@@ -250,3 +250,19 @@ def test_a_store_that_cannot_be_reached_is_a_store_error_naming_it(kind, make_st
     with pytest.raises(StoreError) as raised:
         open_store(url)
     assert url in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_a_schedules_fired_slot_only_moves_forward(store):
+    from sqsmaster.store import FiredRow
+
+    # Given nothing recorded
+    assert store.fired("nightly") is None
+    # When slots are recorded out of order (a slow scheduler writes after a faster one)
+    assert store.mark_fired(FiredRow("nightly", NOW + 600, NOW + 601, "a"))
+    assert not store.mark_fired(FiredRow("nightly", NOW, NOW + 602, "b"))
+    assert not store.mark_fired(FiredRow("nightly", NOW + 600, NOW + 603, "c"))  # the same slot twice: first wins
+    # Then the latest slot stays, with who sent it
+    assert store.fired("nightly") == FiredRow("nightly", NOW + 600, NOW + 601, "a")
+    assert store.mark_fired(FiredRow("nightly", NOW + 1200, NOW + 1201, "b"))
+    assert store.fired("nightly").slot == NOW + 1200
+    assert store.fired("hourly") is None

@@ -8,7 +8,7 @@ import os
 import re
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from ..errors import LEASE_LOST_CODES, CredentialsMissing, LeaseLost, QueueDoesNotExist, QueueError
@@ -139,6 +139,42 @@ def twin_client(client: Any, timeout: float | None = None) -> Any:
         return _twins_session().client("sqs", **kwargs)
 
 
+#: Told ``(operation, code)`` of each SQS call of this process that failed (a worker's metrics count them);
+#: ``code`` is SQS's error code, or the exception's type when no answer came. See :func:`on_call_error`.
+_error_hooks: list[Callable[[str, str], None]] = []
+
+
+def on_call_error(hook: Callable[[str, str], None]) -> Callable[[], None]:
+    """Call ``hook(operation, code)`` after each failed SQS call of this process, on the calling thread
+    (a heartbeat's included), so it must return at once; what it raises is logged and dropped.
+    Returns the function that removes the hook."""
+    _error_hooks.append(hook)
+
+    def remove() -> None:
+        if hook in _error_hooks:
+            _error_hooks.remove(hook)
+    return remove
+
+
+def _call_failed(operation: str, exc: Exception) -> None:
+    _tell_hooks(operation, _error_code(exc))
+
+
+def _tell_hooks(operation: str, code: str) -> None:
+    for hook in list(_error_hooks):
+        try:
+            hook(operation, code)
+        except Exception:
+            logger.exception("an SQS error hook failed")
+
+
+def _entries_failed(operation: str, failed: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A batch call's failed entries (each an error of its own, in a call that succeeded), told to the hooks."""
+    for entry in failed if _error_hooks else ():
+        _tell_hooks(operation, str(entry.get("Code", "unknown")))
+    return failed
+
+
 def _error_code(exc: Exception) -> str:
     response = getattr(exc, "response", None) or {}
     return str(response.get("Error", {}).get("Code", type(exc).__name__))
@@ -194,13 +230,16 @@ class SqsQueue(QueueBackend):
         try:
             return getattr(self.client, operation)(**params)
         except ClientError as exc:
+            _call_failed(operation, exc)
             raise _queue_error(exc, self.url, operation, message_id) from exc
         except (NoCredentialsError, PartialCredentialsError) as exc:
+            _call_failed(operation, exc)
             # A configuration problem, not an unreachable queue: a worker must not wait for it to pass.
             raise CredentialsMissing(
                 f"no AWS credentials for {self.url} ({exc}): set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or "
                 "AWS_PROFILE, or run where a role provides them") from exc
         except BotoCoreError as exc:  # no answer: connection refused, a timeout...
+            _call_failed(operation, exc)
             raise QueueError(f"{operation} on {self.url} failed: {exc}", operation=operation) from exc
 
     def send(self, entry: SendEntry) -> dict[str, Any]:
@@ -209,7 +248,8 @@ class SqsQueue(QueueBackend):
     def send_batch(self, entries: list[SendEntry]) -> dict[str, list[dict[str, Any]]]:
         response = self._call("send_message_batch",
                               Entries=[_send_params(entry, batch=True) for entry in entries])
-        return {"Successful": response.get("Successful", []), "Failed": response.get("Failed", [])}
+        return {"Successful": response.get("Successful", []),
+                "Failed": _entries_failed("send_message_batch", list(response.get("Failed", [])))}
 
     def receive(self, max_messages: int = 1, wait_time: int = 0,
                 visibility_timeout: int | None = None) -> list[Message]:
@@ -241,7 +281,8 @@ class SqsQueue(QueueBackend):
                  for i, (handle, timeout) in enumerate(entries)]
         if not batch:
             return []
-        return list(self._call("change_message_visibility_batch", Entries=batch).get("Failed", []))
+        return _entries_failed("change_message_visibility_batch",
+                               list(self._call("change_message_visibility_batch", Entries=batch).get("Failed", [])))
 
     def delete(self, receipt_handle: str, message_id: str | None = None) -> None:
         self._call("delete_message", message_id, ReceiptHandle=receipt_handle)
@@ -250,7 +291,8 @@ class SqsQueue(QueueBackend):
         if not receipt_handles:
             return []
         batch = [{"Id": str(i), "ReceiptHandle": handle} for i, handle in enumerate(receipt_handles)]
-        return list(self._call("delete_message_batch", Entries=batch).get("Failed", []))
+        return _entries_failed("delete_message_batch",
+                               list(self._call("delete_message_batch", Entries=batch).get("Failed", [])))
 
     def get_attributes(self) -> dict[str, str]:
         return dict(self._call("get_queue_attributes", AttributeNames=["All"]).get("Attributes", {}))

@@ -19,7 +19,7 @@ from typing import Any, NoReturn, Sequence
 
 from .. import __version__
 from ..errors import ConfigurationError, QueueDoesNotExist, QueueError, SqsMasterError
-from ..store.base import StoreError
+from ..store import StoreError
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -28,7 +28,7 @@ EXIT_QUEUE = 3
 
 #: Command modules, in the order ``--help`` lists them.
 COMMANDS = ["demo", "worker", "submit", "submit_file", "create", "status", "peek", "purge", "redrive", "report",
-            "jobs", "job", "workers", "store"]
+            "scale", "kill", "cancel", "schedules", "schedule", "dashboard", "jobs", "job", "workers", "store"]
 
 #: SQS error codes that mean the credentials, their permissions or the clock are wrong: configuration (exit 2),
 #: not a queue that cannot be reached.
@@ -87,7 +87,7 @@ def exit_code(error: BaseException) -> int:
     """The exit code for an error a command raised (see the module's docstring)."""
     if isinstance(error, ConfigurationError):
         return EXIT_USAGE
-    if isinstance(error, (QueueDoesNotExist, StoreError)):
+    if isinstance(error, (QueueDoesNotExist, StoreError)):  # a job store missing or unreachable too
         return EXIT_QUEUE
     if isinstance(error, QueueError):
         if error.code in ACCESS_ERROR_CODES:

@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 from ..backends import is_process_local
 from ..limits import MAX_RECEIVE_MESSAGES, MAX_VISIBILITY_TIMEOUT, MAX_WAIT_TIME
+from ..store.base import FAILURE_TTL, SUCCESS_TTL
 from ..supervise import DEFAULT_HARD_TIMEOUT, isolation_modes
 from . import UsageError, log_level
 
@@ -59,6 +60,22 @@ def _flag(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"must be 1/true/yes or 0/false/no, not {text!r}")
 
 
+#: Units a duration may end with (``--store-keep-failed 7d``).
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(text: str) -> float:
+    """Seconds from ``90``, ``90s``, ``15m``, ``12h`` or ``7d``; more than 0."""
+    number, unit = (text[:-1], text[-1]) if text[-1:].lower() in _UNITS else (text, "s")
+    try:
+        seconds = float(number) * _UNITS[unit.lower()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a duration such as 3600, 90m, 12h or 7d, not {text!r}") from None
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise argparse.ArgumentTypeError(f"must be a duration > 0, not {text!r}")
+    return seconds
+
+
 def _names(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
@@ -83,13 +100,20 @@ ENVIRONMENT: list[tuple[str, str, str, Callable[[str], Any]]] = [
     ("--dlq", "dlq", "SQSMASTER_DLQ", str),
     ("--log-format", "log_format", "SQSMASTER_LOG_FORMAT", str),
     ("--job-log", "job_log", "SQSMASTER_JOB_LOG", str),
+    ("--store", "store", "SQSMASTER_STORE", str),
+    ("--store-keep-succeeded", "store_keep_succeeded", "SQSMASTER_STORE_KEEP_SUCCEEDED", _duration),
+    ("--store-keep-failed", "store_keep_failed", "SQSMASTER_STORE_KEEP_FAILED", _duration),
+    ("--metrics", "metrics", "SQSMASTER_METRICS", str),
+    ("--no-scheduler", "no_scheduler", "SQSMASTER_NO_SCHEDULER", _flag),
     ("--log-level", "log_level", "SQSMASTER_LOG_LEVEL", str.upper),
 ]
 
 #: What an option is when neither the command line nor the environment gives it.
 DEFAULTS: dict[str, Any] = {"tasks": [], "queue": [], "concurrency": 1, "isolation": "signal", "sqs_timeout": 30.0,
                             "hard_timeout": float(DEFAULT_HARD_TIMEOUT), "grace": 30.0, "wait_time": 20.0,
-                            "prefetch": 0, "until_empty": False, "log_format": "text"}
+                            "prefetch": 0, "until_empty": False, "log_format": "text",
+                            "store_keep_succeeded": SUCCESS_TTL, "store_keep_failed": FAILURE_TTL,
+                            "no_scheduler": False}
 
 
 def _epilog() -> str:
@@ -152,6 +176,19 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--log-format", choices=["text", "json"], help="log lines as text or JSON (default text)")
     parser.add_argument("--job-log", metavar="PATH",
                         help="append one JSON line per attempt (sqsmaster report PATH reads it)")
+    parser.add_argument("--store", metavar="URL",
+                        help="job store to record every attempt in and take kill/cancel orders from "
+                             "(sqlite:///PATH or dynamodb://TABLE); it also holds periodic tasks' slot claims and "
+                             "task locks")
+    parser.add_argument("--store-keep-succeeded", type=option["--store-keep-succeeded"], metavar="DURATION",
+                        help="how long succeeded attempts stay in the store (default 1d; 3600, 90m, 12h, 7d)")
+    parser.add_argument("--store-keep-failed", type=option["--store-keep-failed"], metavar="DURATION",
+                        help="how long other finished attempts stay in the store (default 7d)")
+    parser.add_argument("--metrics", metavar="[HOST:]PORT",
+                        help="serve Prometheus metrics here, for all processes (a bare port: 127.0.0.1 only; "
+                             "needs pip install 'sqsmaster[metrics]')")
+    parser.add_argument("--no-scheduler", action="store_const", const=True,
+                        help="do not send periodic tasks' due slots from this worker")
     parser.set_defaults(func=run)
 
 
@@ -220,7 +257,9 @@ def run(args: argparse.Namespace) -> int:
                     sqs_timeout=args.sqs_timeout, alarm_timeout=args.alarm_timeout, hard_timeout=args.hard_timeout,
                     wait_time=args.wait_time, max_tasks=args.max_tasks, until_empty=args.until_empty,
                     prefetch=args.prefetch, grace=args.grace, dlq=args.dlq, job_log=args.job_log,
-                    exit_at_deadline=True)
+                    exit_at_deadline=True, store=args.store, store_keep_succeeded=args.store_keep_succeeded,
+                    store_keep_failed=args.store_keep_failed,
+                    metrics=args.metrics, scheduler=not args.no_scheduler)
     code = worker.run()
     # The process ends now: spare it the interpreter's last garbage collection, a walk over every object
     # of boto3's service models that took up to a second on a loaded machine, after the worker was done

@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..backends import QueueBackend, open_queue
+from ..consumer import dead_letter_url
 from ..errors import ConfigurationError, QueueDoesNotExist
 from ..limits import MAX_RECEIVE_MESSAGES, check_visibility_timeout
 from ..worker.deadletter import RedriveResult, redrive, redrive_policy
@@ -86,18 +87,6 @@ class QueueStatus:
     redrive_policy: dict[str, Any] | None
     dead_letter_url: str | None = None
     dead_letter_visible: int | None = None
-
-
-def dead_letter_url(url: str, arn: str) -> str:
-    """The queue URL of a dead-letter queue named by ARN, on the same endpoint as ``url``."""
-    parts = arn.split(":")
-    if len(parts) < 6:
-        raise ConfigurationError(f"not a queue ARN: {arn!r}")
-    account, name = parts[4], parts[5]
-    split = urlsplit(url)
-    if split.scheme in ("http", "https"):
-        return f"{split.scheme}://{split.netloc}/{account}/{name}"
-    return f"{split.scheme}://{name}"
 
 
 def _depth(attributes: dict[str, str], name: str) -> int:

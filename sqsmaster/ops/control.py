@@ -13,7 +13,7 @@ import socket
 import time
 
 from ..errors import ConfigurationError
-from ..store import CANCEL, KILL, THEN_CHOICES, ActionRow, Flag, JobStore
+from ..store import CANCEL, KILL, THEN_CHOICES, ActionRow, AttemptRow, Flag, JobFilter, JobStore
 
 
 def operator() -> str:
@@ -46,3 +46,11 @@ def _order(store: JobStore, flag: Flag) -> Flag:
     store.record_action(ActionRow(flag.at, flag.who, flag.kind, flag.message_id,
                                   detail=None if flag.kind == CANCEL else f"then {flag.then}"))
     return flag
+
+
+def running_attempt(store: JobStore, message_id: str, now: float | None = None) -> AttemptRow | None:
+    """The attempt at ``message_id`` the store shows running (a live heartbeat), or None: a kill of a
+    message that is not running waits for its next attempt."""
+    rows = store.attempts(JobFilter(status="running", message_id=message_id), time.time() if now is None else now,
+                          limit=1).rows
+    return rows[0] if rows else None

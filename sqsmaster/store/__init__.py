@@ -17,6 +17,7 @@ from .base import (
     THEN_CHOICES,
     ActionRow,
     AttemptRow,
+    FiredRow,
     Flag,
     JobFilter,
     JobStore,
@@ -26,7 +27,7 @@ from .base import (
 )
 
 __all__ = ["open_store", "register_store_scheme", "store_url_from_env", "JobStore", "AttemptRow", "WorkerRow",
-           "Flag", "ActionRow", "JobFilter", "Page", "StoreError", "KILL", "CANCEL", "THEN_CHOICES"]
+           "Flag", "FiredRow", "ActionRow", "JobFilter", "Page", "StoreError", "KILL", "CANCEL", "THEN_CHOICES"]
 
 #: The environment variable every command reads when no --store is given.
 STORE_ENV = "SQSMASTER_STORE"

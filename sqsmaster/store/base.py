@@ -168,6 +168,17 @@ class ActionRow:
 
 
 @dataclass
+class FiredRow:
+    """The latest slot a periodic task's schedule was sent for (slot and ``at``: seconds since the epoch),
+    and by whom (the scheduler's owner id)."""
+
+    schedule: str
+    slot: float
+    at: float
+    owner: str
+
+
+@dataclass
 class JobFilter:
     """Which attempts to list. Every field narrows; None means any. ``status``: ``running``,
     ``failed`` (anything that ended other than succeeded/cancelled), ``stale``, or an outcome word.
@@ -273,6 +284,16 @@ class JobStore(Protocol):
 
     def holder(self, key: str, now: float) -> str | None:
         """Who holds ``key`` now (None if nobody, or the claim expired)."""
+
+    # -- periodic tasks: the latest slot each schedule fired --
+    def mark_fired(self, row: FiredRow) -> bool:
+        """Record that schedule ``row.schedule`` sent its slot ``row.slot``, unless that slot or a later one
+        is already recorded: the recorded slot never moves back (a conditional write). True if ``row``
+        is now the record. Idempotent."""
+
+    def fired(self, schedule: str) -> FiredRow | None:
+        """The latest slot recorded for ``schedule`` (None: it never fired). A strongly consistent read:
+        a scheduler reads it after taking a slot's claim to learn whether another one sent the slot."""
 
     # -- audit and housekeeping --
     def record_action(self, action: ActionRow) -> None:

@@ -13,6 +13,7 @@ Layout: one table, string keys ``pk`` / ``sk``::
     flag       M#<message id>    flag
     worker     WORKERS           <host>:<pid>
     claim      C#<key>           claim
+    schedule   S#<schedule>      fired                    (the latest slot a periodic task was sent for)
     action     ACTIONS           <at>#<ns>#<random>
 
 ``when`` is ``<started, 17 characters>#<message id>#<attempt>``: unique, and sorting as the start
@@ -52,6 +53,7 @@ from .base import (
     SUCCESS_TTL,
     ActionRow,
     AttemptRow,
+    FiredRow,
     Flag,
     JobFilter,
     Page,
@@ -89,6 +91,7 @@ _ATTEMPT = field_types(AttemptRow)
 _WORKER = field_types(WorkerRow)
 _FLAG = field_types(Flag)
 _ACTION = field_types(ActionRow)
+_FIRED = field_types(FiredRow)
 _HIGHEST = "~"  # sorts after every ``when`` (digits)
 
 
@@ -394,6 +397,19 @@ class DynamoStore:
         if item is None or float(item["expires"]["N"]) <= now:
             return None
         return str(item["owner"]["S"])
+
+    # -- periodic tasks --
+    def mark_fired(self, row: FiredRow) -> bool:
+        item = to_item(asdict(row))
+        item.update(pk={"S": f"S#{row.schedule}"}, sk={"S": "fired"})
+        return self._write_if("PutItem", Item=item, ConditionExpression="attribute_not_exists(pk) OR #slot < :slot",
+                              ExpressionAttributeNames={"#slot": "slot"},
+                              ExpressionAttributeValues={":slot": {"N": repr(row.slot)}})
+
+    def fired(self, schedule: str) -> FiredRow | None:
+        item = self._call("GetItem", Key={"pk": {"S": f"S#{schedule}"}, "sk": {"S": "fired"}},
+                          ConsistentRead=True).get("Item")
+        return None if item is None else FiredRow(**from_item(item, _FIRED))
 
     # -- audit and housekeeping --
     def record_action(self, action: ActionRow) -> None:

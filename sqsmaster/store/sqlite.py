@@ -23,6 +23,7 @@ from .base import (
     SUCCESS_TTL,
     ActionRow,
     AttemptRow,
+    FiredRow,
     Flag,
     JobFilter,
     Page,
@@ -47,6 +48,8 @@ CREATE TABLE IF NOT EXISTS workers (worker TEXT PRIMARY KEY, data TEXT NOT NULL,
 CREATE TABLE IF NOT EXISTS flags (message_id TEXT PRIMARY KEY, kind TEXT NOT NULL, who TEXT NOT NULL,
     at REAL NOT NULL, then_ TEXT NOT NULL, done REAL);
 CREATE TABLE IF NOT EXISTS claims (key TEXT PRIMARY KEY, owner TEXT NOT NULL, expires REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS fired (schedule TEXT PRIMARY KEY, slot REAL NOT NULL, at REAL NOT NULL,
+    owner TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS actions (seq INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, who TEXT NOT NULL,
     what TEXT NOT NULL, target TEXT NOT NULL, count INTEGER NOT NULL, detail TEXT);
 """
@@ -125,6 +128,9 @@ class SqliteStore:
             if value is not None:
                 clauses.append(f"{column} = ?")
                 args.append(value)
+        if where.worker is not None:  # AttemptRow.worker, in SQL: a dashboard's worker filter pages like the rest
+            clauses.append("host || ':' || pid = ?")
+            args.append(where.worker)
         if where.since is not None:
             clauses.append("started >= ?")
             args.append(where.since)
@@ -165,7 +171,7 @@ class SqliteStore:
 
     def count(self, where: JobFilter, now: float) -> int:
         sql, args = self._prefilter(where)
-        if where.worker is None and where.status not in ("running", "stale"):
+        if where.status not in ("running", "stale"):
             return int(self._run(f"SELECT COUNT(*) FROM attempts WHERE {sql}", args)[0][0])
         return sum(matches(row, where, now) for row in self._rows(f"SELECT * FROM attempts WHERE {sql}", args))
 
@@ -214,6 +220,18 @@ class SqliteStore:
     def holder(self, key: str, now: float) -> str | None:
         found = self._run("SELECT owner FROM claims WHERE key = ? AND expires > ?", (key, now))
         return found[0][0] if found else None
+
+    # -- periodic tasks --
+    def mark_fired(self, row: FiredRow) -> bool:
+        # One statement: the row moves only forward, whoever races to write it.
+        self._run("INSERT INTO fired (schedule, slot, at, owner) VALUES (?, ?, ?, ?) ON CONFLICT (schedule) DO "
+                  "UPDATE SET slot = excluded.slot, at = excluded.at, owner = excluded.owner "
+                  "WHERE fired.slot < excluded.slot", (row.schedule, row.slot, row.at, row.owner))
+        return self.fired(row.schedule) == row
+
+    def fired(self, schedule: str) -> FiredRow | None:
+        found = self._run("SELECT schedule, slot, at, owner FROM fired WHERE schedule = ?", (schedule,))
+        return FiredRow(*found[0]) if found else None
 
     # -- audit and housekeeping --
     def record_action(self, action: ActionRow) -> None:

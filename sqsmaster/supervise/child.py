@@ -178,6 +178,13 @@ class ChildProcess:
                 return False
         return True
 
+    def descriptors(self) -> tuple[list[int], bool]:
+        """What to poll for news of the child, for a caller that watches many at once: its descriptors,
+        and whether they alone say when it exits (False without pidfd: poll with a short timeout too).
+        When one is readable, :meth:`wait` with a timeout of 0 reads the news."""
+        fds = ([] if self._eof or self._reader < 0 else [self._reader]) + ([self._pidfd] if self._pidfd >= 0 else [])
+        return fds, self._pidfd >= 0
+
     def _exited(self, timeout: float, wake_fd: int) -> tuple[bool, bool]:
         # poll(), not select(): a busy worker may hold file descriptors above select's 1024.
         poller = select.poll()
@@ -247,6 +254,11 @@ class ChildProcess:
             self.kill_now()
             raise
         self.kill_now()
+
+    def terminate(self) -> None:
+        """SIGTERM the child's group and return at once (the caller reaps it, or calls :meth:`kill_now`)."""
+        if self.status is None:
+            self._signal(int(signal.SIGTERM))
 
     def kill_now(self) -> None:
         """SIGKILL the group and reap the child; an exception raised meanwhile (a signal) is re-raised

@@ -25,6 +25,7 @@ from ..errors import (
     LeaseLost,
     QueueError,
     TaskAbandoned,
+    TaskKilled,
     TaskStuck,
 )
 from ..lease import (
@@ -85,7 +86,8 @@ class MessageHandler:
     :raises ConfigurationError: (a ValueError) for timeouts that cannot work
 
     After the ``with`` block, ``outcome`` is one of ``succeeded``, ``failed``,
-    ``timed out``, ``stuck``, ``lease lost``, ``interrupted``; ``exception`` and ``runtime`` say more.
+    ``timed out``, ``stuck``, ``killed`` (:meth:`kill`), ``lease lost``, ``interrupted``;
+    ``exception`` and ``runtime`` say more.
     """
 
     #: "signal": run in this process under SIGALRM; "process": run in a forked child process
@@ -160,6 +162,14 @@ class MessageHandler:
         assert self._lease is not None, "acknowledge() outside the with block"
         self._lease.delete()
 
+    def kill(self, reason: str = "killed") -> None:
+        """Stop the running task as a hard timeout would (in process isolation its whole process group),
+        with the outcome ``killed``: an operator's order. Safe from any thread (the heartbeat thread's, in
+        ``running()``, included). A task that already ended keeps its own outcome: the first to happen wins."""
+        supervisor = self._supervisor
+        if supervisor is not None:
+            supervisor.interrupt(lambda elapsed: TaskKilled(reason, elapsed))
+
     def backoff(self, receive_count: int) -> int:
         """Seconds to hide a failed message before its next attempt; ``min(2**(n-1), 900)``."""
         return default_backoff(receive_count)
@@ -178,6 +188,11 @@ class MessageHandler:
     def lease(self) -> Lease | None:
         """The message's lease while (and after) the handler runs: ``extensions``, ``lost``..."""
         return self._lease
+
+    def heartbeat_lag(self) -> float:
+        """Asked from ``running()`` (on the heartbeat thread, as a beat starts): how late (s) this beat runs
+        against its schedule; 0 outside the ``with`` block."""
+        return 0.0 if self._policy is None else self._policy.beat_lag()
 
     def context(self) -> dict[str, Any]:
         """What ``notify`` receives as context: ``{"body": ..., **message.attributes}`` as in sqstaskmaster,
@@ -251,12 +266,14 @@ class MessageHandler:
                 raise error
             return False
         self.outcome = (Outcome.TIMED_OUT if isinstance(error, HardTimeoutExceeded)
+                        else Outcome.KILLED if isinstance(error, TaskKilled)
                         else Outcome.STUCK if isinstance(error, TaskStuck)
                         else Outcome.LEASE_LOST if isinstance(error, TaskAbandoned) else Outcome.FAILED)
         self._report(error)
         delay = self.backoff(receive_count(self._message))
         if self._lease.release(delay, timeout=RELEASE_TIMEOUT):
-            logger.info("message %s: retry scheduled in %ss", self.message_id, delay)
+            logger.info("message %s: %s in %ss", self.message_id,
+                        "visible again" if isinstance(error, TaskKilled) else "retry scheduled", delay)
         return True
 
     def _stop_supervising(self) -> None:
@@ -295,6 +312,9 @@ class MessageHandler:
             logger.exception("message %s: notify() itself failed", self.message_id)
 
     def _report(self, error: BaseException) -> None:
+        if isinstance(error, TaskKilled):  # an order, not a failure: nothing to notify, no traceback
+            logger.warning("message %s: %s", self.message_id, error)
+            return
         self._notify_safely(error)
         logger.error("message %s: task %s after %.2fs: %s: %s", self.message_id, self.outcome, self.runtime,
                      type(error).__name__, error, exc_info=(type(error), error, error.__traceback__))

@@ -93,6 +93,11 @@ class HeartbeatPolicy:
     def beat_due(self) -> bool:
         return self._clock() >= self.next_beat_at
 
+    def beat_lag(self) -> float:
+        """How late (s) a heartbeat made now is against its schedule (0 when not yet due): asked as a beat
+        starts, it measures how long the heartbeat thread waited for the GIL or for the CPU."""
+        return max(0.0, self._clock() - self.next_beat_at)
+
     def time_to_beat(self) -> float:
         """Seconds until the next heartbeat is due (0 when overdue)."""
         return max(0.0, self.next_beat_at - self._clock())

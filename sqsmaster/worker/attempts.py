@@ -17,10 +17,11 @@ from typing import Any, Callable
 
 from ..backends import Message, QueueBackend
 from ..consumer import reject
-from ..lease import Lease, default_backoff, notify_context
+from ..lease import Lease, default_backoff, notify_context, receive_count
 from ..outcomes import Action, Outcome
 from .deadletter import DeadLetter
 from .jobs import JobLog, record_from_handler, record_from_message
+from .orders import finish_kill
 from .retry import Retry
 from .worklog import AttemptRecord, log_event
 
@@ -84,6 +85,11 @@ class Outcomes:
         if outcome == Outcome.SUCCEEDED:
             log_event(Outcome.SUCCEEDED, message.message_id, name, attempt, runtime=runtime)
             action = Action.DELETED
+        elif outcome == Outcome.KILLED:
+            then = getattr(handler, "kill_then", None)
+            action = Action.LEASE_LOST if lost else finish_kill(message, then, dead_letter)
+            log_event(Outcome.KILLED, message.message_id, name, attempt, logging.WARNING, runtime=runtime,
+                      reason=describe(handler.exception), then=then, action=action)
         else:
             if not isinstance(handler.exception, Retry):  # a Retry the task raised is not a failure to report
                 log_event(outcome, message.message_id, name, attempt, logging.ERROR, runtime=runtime,
@@ -91,10 +97,10 @@ class Outcomes:
             action, delay = self._after_failure(message, handler, name, attempt, dead_letter, lost)
         if lost:
             log_event(Outcome.LEASE_LOST, message.message_id, name, attempt, logging.ERROR, runtime=runtime)
-        job = record_from_handler(handler, task=name,
-                                  dead_lettered=action in (Action.DEAD_LETTERED, Action.HANDED_TO_REDRIVE))
+        job = record_from_handler(handler, task=name, dead_lettered=outcome != Outcome.KILLED and action in (
+            Action.DEAD_LETTERED, Action.HANDED_TO_REDRIVE))
         self.record(AttemptRecord(message.message_id, message.queue.url, name, attempt, outcome, action,
-                                  started_at, runtime, describe(handler.exception), delay, job))
+                                  started_at, runtime, describe(handler.exception), delay, job, lease_lost=lost))
 
     def _after_failure(self, message: Message, handler: Any, name: str, attempt: int, dead_letter: DeadLetter,
                        lost: bool) -> tuple[Action, int | None]:
@@ -155,6 +161,24 @@ class Outcomes:
         self.record(AttemptRecord(message.message_id, message.queue.url, name, attempt, Outcome.NOT_RUN, action,
                                   now,
                                   job=job))
+
+    def cancelled(self, message: Message) -> None:
+        """An operator cancelled the message: delete it unrun, log and record it (outcome ``cancelled``)."""
+        attempt = receive_count(message)
+        action = Action.DELETED
+        try:
+            message.delete()
+        except Exception as exc:
+            logger.error("message %s: cancelled, but its delete failed (%s); it comes back and is cancelled "
+                         "again", message.message_id, exc)
+            action = Action.KEPT
+        now = time.time()
+        job = record_from_message(message, task=None, outcome=Outcome.CANCELLED, started=now, ended=now)
+        job.task = shown_task(job.task)
+        log_event(Outcome.CANCELLED, message.message_id, job.task, attempt, logging.WARNING,
+                  reason="cancelled by an operator", action=action)
+        self.record(AttemptRecord(message.message_id, message.queue.url, job.task, attempt, Outcome.CANCELLED,
+                                  action, now, 0.0, job=job))
 
     def released(self, message: Message, handler: Any, name: str, attempt: int, started_at: float) -> None:
         """The task was stopped by the shutdown and its message released (visibility 0)."""

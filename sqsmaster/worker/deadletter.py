@@ -67,6 +67,10 @@ class DeadLetter:
             return Action.HANDED_TO_REDRIVE
         if self.mode == "keep":
             return Action.KEPT
+        return self.finish_to_dlq(message)
+
+    def finish_to_dlq(self, message: Message) -> Action:
+        """Send the message to :attr:`dlq` (which must be set), then delete it here; KEPT if the send failed."""
         assert self.dlq is not None
         try:
             self.dlq.send(copy_entry(message))

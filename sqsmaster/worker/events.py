@@ -4,7 +4,9 @@ An observer subclasses :class:`WorkerEvents` and overrides what it needs. Every 
 must return at once and never raise into the worker (:class:`Observers` logs and swallows
 what escapes): a slow observer hands its work to a thread of its own. ``heartbeat`` is
 called on the task's heartbeat thread, once per beat, just before the lease is extended;
-``keep_running`` there may say False to stop the task as a hard timeout would.
+``keep_running`` there may say False to stop the task as a hard timeout would, and
+``kill_order`` may order it killed (outcome ``killed``); ``cancelled`` names received
+messages to delete unrun.
 """
 
 from __future__ import annotations
@@ -35,6 +37,15 @@ class AttemptStart:
     submitted: float | None = None
 
 
+@dataclass
+class KillOrder:
+    """An observer's order to stop a running attempt (an operator's kill): ``reason`` goes into the log and
+    the outcome's exception; ``then`` is what becomes of the message: ``release``, ``dead-letter``, ``delete``."""
+
+    reason: str
+    then: str = "dead-letter"
+
+
 class WorkerEvents:
     """An observer of one worker process; the default methods do nothing."""
 
@@ -44,9 +55,25 @@ class WorkerEvents:
     def heartbeat(self, start: AttemptStart, at: float, beats: int) -> None:
         """A heartbeat tick of a running attempt (the ``beats``-th), on the heartbeat thread."""
 
+    def heartbeat_lag(self, start: AttemptStart, lag: float) -> None:
+        """How late (s) the heartbeat being made ran after its schedule: in signal isolation a task that
+        holds the GIL (C code) starves the heartbeat thread, and this is what shows it. On the heartbeat thread."""
+
     def keep_running(self, start: AttemptStart) -> bool:
         """Asked at each heartbeat tick: False stops the task (an operator's kill)."""
         return True
+
+    def kill_order(self, start: AttemptStart) -> KillOrder | None:
+        """Asked at each heartbeat tick, on the heartbeat thread (answer from memory): an order to kill the
+        task (outcome ``killed``, then the order's ``then``), or None."""
+        return None
+
+    def cancelled(self, message_ids: list[str]) -> set[str]:
+        """Asked once per received batch, before any of it runs: the ids to delete unrun (outcome
+        ``cancelled``). Must answer within a second or so: the batch waits for it."""
+        return set()
+    def kill_requested(self, start: AttemptStart) -> None:
+        """An observer's ``keep_running`` said False: the task is being stopped (told at each tick until it is)."""
 
     def attempt_ended(self, record: AttemptRecord) -> None:
         """The attempt ended and what became of its message is settled."""
@@ -76,8 +103,23 @@ class Observers(WorkerEvents):
     def heartbeat(self, start: AttemptStart, at: float, beats: int) -> None:
         self._each("heartbeat", start.message_id, start, at, beats)
 
+    def heartbeat_lag(self, start: AttemptStart, lag: float) -> None:
+        self._each("heartbeat_lag", start.message_id, start, lag)
+
     def keep_running(self, start: AttemptStart) -> bool:
-        return all(result is not False for result in self._each("keep_running", start.message_id, start))
+        keep = all(result is not False for result in self._each("keep_running", start.message_id, start))
+        if not keep:
+            self._each("kill_requested", start.message_id, start)
+        return keep
+
+    def kill_order(self, start: AttemptStart) -> KillOrder | None:
+        return next((order for order in self._each("kill_order", start.message_id, start) if order), None)
+
+    def cancelled(self, message_ids: list[str]) -> set[str]:
+        found: set[str] = set()
+        for ids in self._each("cancelled", None, message_ids):
+            found |= set(ids or ())
+        return found
 
     def attempt_ended(self, record: AttemptRecord) -> None:
         self._each("attempt_ended", record.message_id, record)

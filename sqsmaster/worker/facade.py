@@ -23,6 +23,7 @@ exit code: see :data:`EXIT_CODES`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import platform
@@ -33,8 +34,12 @@ from typing import Any, Callable
 from ..backends import check_url
 from ..errors import ConfigurationError
 from ..limits import MAX_RECEIVE_MESSAGES, check_seconds, check_visibility_timeout, check_wait_time
+from ..store import StoreError, open_store
+from ..store.base import FAILURE_TTL, SUCCESS_TTL
 from ..supervise import DEFAULT_HARD_TIMEOUT
 from .events import WorkerEvents
+from .exporter import MetricsExporter, parse_address
+from .locks import LazyStore, task_locks
 from .loop import (  # noqa: F401  (the exit codes are part of this module's interface)
     EXIT_CODES,
     EXIT_FAILURE,
@@ -47,7 +52,9 @@ from .loop import (  # noqa: F401  (the exit codes are part of this module's int
     WorkerLoop,
     task_timeouts,
 )
+from .metrics import observer_maker, prometheus
 from .pool import run_pool
+from .recorder import StoreRecorder
 from .registry import Registry, load_tasks
 from .shutdown import SHUTDOWN_MARGIN
 from .signals import ShutdownSignals
@@ -87,6 +94,17 @@ class Worker:
     :param observers: makers of :class:`~sqsmaster.worker.events.WorkerEvents` observers; each worker
         process (each pool child) calls every maker once and tells the observer of each attempt's start,
         heartbeats and end
+    :param store: the job store's URL (``sqlite:///PATH``, ``dynamodb://TABLE``): each worker process records
+        itself and every attempt there, through a background writer (a slow store never delays a task), and
+        obeys operators' kills and cancels. A store that cannot be reached at start is logged and the worker
+        runs (it records once the store answers); a URL no store understands is a ConfigurationError
+    :param store_keep_succeeded: seconds a succeeded attempt stays in the store (default one day)
+    :param store_keep_failed: seconds any other finished attempt stays (default seven days)
+    :param metrics: serve Prometheus metrics at this address (``PORT``, ``HOST:PORT``; a bare port listens on
+        127.0.0.1 only), added up over the ``concurrency`` processes (see :mod:`sqsmaster.worker.exporter`);
+        needs ``pip install 'sqsmaster[metrics]'``
+    :param scheduler: send the periodic tasks' due slots (they need ``store``: its claims make each slot go
+        out once across the fleet); False (``--no-scheduler``) when EventBridge Scheduler sends them
     :raises ConfigurationError: for settings that cannot work, before anything is received
     """
 
@@ -98,7 +116,9 @@ class Worker:
                  on_attempt_end: Callable[[AttemptRecord], None] | None = None,
                  queue_constructor: Callable[[str], Any] | None = None, job_log: str | None = None,
                  exit_at_deadline: bool = False,
-                 observers: list[Callable[[], WorkerEvents]] | None = None) -> None:
+                 observers: list[Callable[[], WorkerEvents]] | None = None, store: str | None = None,
+                 store_keep_succeeded: float = SUCCESS_TTL, store_keep_failed: float = FAILURE_TTL,
+                 metrics: str | None = None, scheduler: bool = True) -> None:
         urls = ([queue] if isinstance(queue, str) else list(queue)) + list(queues or [])
         if not urls:
             raise ConfigurationError("a worker needs at least one queue URL")
@@ -118,11 +138,19 @@ class Worker:
                 check_url(url)  # a typo in a URL's form shows now, before the banner and any receive
         if job_log is not None:
             _check_job_log(str(job_log))
+        observers = list(observers or [])
+        if store is not None:
+            observers.append(recorder_maker(store, urls, store_keep_succeeded, store_keep_failed))
         self.registry: Registry = load_tasks(tasks)
+        self.metrics = None if metrics is None else parse_address(metrics)
+        if self.metrics is not None:
+            prometheus()  # missing: one line naming the extra, now
+            observers = [*(observers or []), observer_maker(self.registry.names())]
         self.config = WorkerConfig(urls, self.registry, concurrency, isolation, sqs_timeout, alarm, hard_timeout,
                                    wait_time, max_tasks, until_empty, prefetch, grace, dlq, notify,
                                    on_attempt_end, queue_constructor, None if job_log is None else str(job_log),
-                                   exit_at_deadline, list(observers or []))
+                                   exit_at_deadline, observers, store, bool(scheduler))
+        _check_store(self.registry, store)
         # Fail on a bad isolation or timeouts here, not at the first message.
         for spec in (self.registry.get(name) for name in self.registry.names()):
             sqs, alarm_, hard = task_timeouts(self.config, spec)
@@ -131,10 +159,19 @@ class Worker:
     def run(self) -> int:
         """Work until stopped, ``max_tasks`` or ``until_empty``; returns the exit code (:data:`EXIT_CODES`)."""
         self._banner()
-        if self.config.concurrency > 1:
-            return run_pool(self.config)
-        with ShutdownSignals(grace=self.config.grace, margin=SHUTDOWN_MARGIN) as signals:
-            return WorkerLoop(self.config, signals).run()
+        exporter = None
+        if self.metrics is not None:  # before any worker process forks: they write where it serves from
+            exporter = MetricsExporter(self.metrics, self.config.queues, self.config.concurrency,
+                                       self.config.queue_constructor)
+            exporter.start()
+        try:
+            if self.config.concurrency > 1:
+                return run_pool(self.config)
+            with ShutdownSignals(grace=self.config.grace, margin=SHUTDOWN_MARGIN) as signals:
+                return WorkerLoop(self.config, signals).run()
+        finally:
+            if exporter is not None:
+                exporter.close()
 
     def _banner(self) -> None:
         """What is starting, once per worker (a pool's processes then each log "worker ready")."""
@@ -147,6 +184,23 @@ class Worker:
                     config.sqs_timeout, config.alarm_timeout or 0, config.hard_timeout, config.grace, config.prefetch)
 
 
+def recorder_maker(url: str, queues: list[str], keep_succeeded: float = SUCCESS_TTL,
+                   keep_failed: float = FAILURE_TTL) -> Callable[[], WorkerEvents]:
+    """The maker of each worker process's :class:`~sqsmaster.worker.recorder.StoreRecorder` for the store at
+    ``url``, after a look at the store now: ConfigurationError for a URL no store understands or TTLs that
+    are not positive; a store that cannot be opened is only logged (see :class:`Worker`'s ``store``)."""
+    for name, seconds in (("store_keep_succeeded", keep_succeeded), ("store_keep_failed", keep_failed)):
+        check_seconds(name, seconds)
+    try:
+        open_store(url).close()
+    except StoreError as exc:
+        # The store is for seeing and steering; SQS holds the work. A worker that refused to start while
+        # the store is down would turn a monitoring outage into a processing one (a fleet scaling out
+        # during a DynamoDB incident), so it runs, and its writer logs the outage and its cost.
+        logger.warning("%s; the worker runs without it and records once it answers", exc)
+    return functools.partial(StoreRecorder, url, list(queues), keep_succeeded, keep_failed)
+
+
 def _check_distinct(urls: list[str], dlq: str | None) -> None:
     """A queue listed twice would be received from twice per pass; a --dlq that is a worked queue would
     send each dead letter back to run again, forever."""
@@ -156,6 +210,12 @@ def _check_distinct(urls: list[str], dlq: str | None) -> None:
     if dlq is not None and dlq in urls:
         raise ConfigurationError(f"--dlq {dlq} is also a queue the worker works on: each dead letter would run "
                                  "again; give a queue of its own")
+
+
+def _check_store(registry: Registry, url: str | None) -> None:
+    """A task that takes a lock needs a store (whether it answers now is the recorder's look: see
+    :func:`recorder_maker`)."""
+    task_locks(registry, None if url is None else LazyStore(url))
 
 
 def _check_job_log(path: str) -> None:

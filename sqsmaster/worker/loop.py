@@ -15,7 +15,6 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..backends import Message, QueueBackend
@@ -26,81 +25,32 @@ from ..ordering import GroupOrder
 from ..outcomes import Outcome
 from ..payloads import PayloadStore
 from ..prefetch import PendingLeases
-from ..supervise import DEFAULT_HARD_TIMEOUT
 from .attempts import Outcomes
+from .batches import run_batch
+from .config import (  # noqa: F401  (the exit codes and the config are this module's interface too)
+    EXIT_CODES,
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_QUEUE,
+    EXIT_SHUTDOWN_INCOMPLETE,
+    EXIT_USAGE,
+    EXIT_WORKER_DIED,
+    WorkerConfig,
+    task_timeouts,
+)
 from .deletes import DEFAULT_MAX_DELAY, DeleteBatcher
-from .events import AttemptStart, Observers, WorkerEvents
+from .events import AttemptStart, Observers
 from .jobs import submitted_at
+from .locks import LazyStore, task_locks
+from .orders import drop_cancelled
 from .receiving import Receiver, open_worker_queue, unreachable_backoff
 from .registry import TaskSpec, load_tasks
+from .scheduler import SchedulerThread, start_scheduler
 from .shutdown import FLUSH_TIMEOUT, release_now
 from .signals import ShutdownSignals, WorkerShutdown, block_stop_signals
 from .worklog import AttemptRecord, log_event
 
 logger = logging.getLogger("sqsmaster.worker")
-
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-EXIT_QUEUE = 3
-EXIT_WORKER_DIED = 4
-EXIT_SHUTDOWN_INCOMPLETE = 5
-#: What each exit code of ``sqsmaster worker`` means (the README and ``--help`` say the same).
-EXIT_CODES = {
-    EXIT_OK: "stopped cleanly: after SIGTERM/SIGINT, --until-empty or --max-tasks",
-    EXIT_FAILURE: "an internal error of the worker (its traceback is in the log)",
-    EXIT_USAGE: "bad usage or configuration (one line on stderr)",
-    EXIT_QUEUE: "a queue does not exist",
-    EXIT_WORKER_DIED: "--concurrency: a worker process died (a crash, a signal, os._exit, an internal error); "
-                      "the pool replaced it and went on, but says so",
-    EXIT_SHUTDOWN_INCOMPLETE: "stopped, but some deletes or releases could not be made in time (each logged by "
-                              "message id; those messages come back after their visibility timeout)",
-}
-
-
-
-@dataclass
-class WorkerConfig:
-    """Everything a worker process needs; picklable except ``tasks`` given as an object."""
-
-    queues: list[str]
-    tasks: Any
-    concurrency: int = 1
-    isolation: str = "signal"
-    sqs_timeout: float = 30
-    alarm_timeout: float | None = None
-    hard_timeout: float = DEFAULT_HARD_TIMEOUT
-    wait_time: float = 20
-    max_tasks: int | None = None
-    until_empty: bool = False
-    prefetch: int = 0
-    grace: float = 30
-    dlq: str | None = None
-    notify: Callable[..., None] | None = None
-    on_attempt_end: Callable[[AttemptRecord], None] | None = None
-    queue_constructor: Callable[[str], Any] | None = None
-    job_log: str | None = None
-    #: At the shutdown deadline, exit the process (the CLI and pool children) rather than only log it.
-    exit_at_deadline: bool = False
-    #: Makers of this process's observers (the job store's recorder, metrics): each worker process,
-    #: a pool child included, calls them once, so an observer's threads and connections are its own.
-    observers: list[Callable[[], WorkerEvents]] = field(default_factory=list)
-
-
-
-def task_timeouts(config: WorkerConfig, spec: TaskSpec | None) -> tuple[float, float, float]:
-    """``(sqs_timeout, alarm_timeout, hard_timeout)`` for a task: its own, else the worker's.
-
-    A task that sets its own ``sqs_timeout`` but no ``alarm_timeout`` heartbeats every third of it.
-    """
-    own_sqs = spec.sqs_timeout if spec is not None else None
-    own_alarm = spec.alarm_timeout if spec is not None else None
-    own_hard = spec.hard_timeout if spec is not None else None
-    sqs_timeout = float(own_sqs or config.sqs_timeout)
-    alarm_timeout = float(own_alarm or (config.alarm_timeout if own_sqs is None else None) or max(sqs_timeout / 3, 0.5))
-    return sqs_timeout, alarm_timeout, float(own_hard or config.hard_timeout)
-
-
 
 class WorkerLoop:
     """One worker process's loop: one task at a time, in the main thread.
@@ -126,6 +76,11 @@ class WorkerLoop:
         self._clients = [client for _, client in opened if client is not None]
         dlq = opened[-1][0] if config.dlq else None
         self.events = Observers(make() for make in config.observers)
+        self.store = LazyStore(config.store) if config.store else None  # opened at first use, like the recorder's
+        self.locks = task_locks(self.registry, self.store)
+        if self.locks.needed:
+            self.events.observers.append(self.locks)  # stops a task whose lock expired unrenewed
+        self.scheduler: SchedulerThread | None = None
         self.outcomes = Outcomes(dlq, config.notify, self._attempt_ended, config.job_log)
         # A drain (--until-empty) looks at the queues every second, to end within a second of their last
         # delete (another worker's included) rather than a long poll later.
@@ -165,6 +120,9 @@ class WorkerLoop:
     def _work(self) -> int:
         if not self._prepare():
             return EXIT_OK
+        if self.config.scheduler:
+            self.scheduler = start_scheduler(self.registry, self.store, self.config.queues[0],
+                                             self.config.queue_constructor)
         logger.info("worker ready (pid %d): queues %s, tasks %s, dead letters %s", os.getpid(),
                     ", ".join(self.config.queues), ", ".join(self.registry.names()),
                     ", ".join(d.mode for d in self.outcomes.dead_letters.values()))
@@ -219,6 +177,8 @@ class WorkerLoop:
         messages = self.receiver.receive(want)
         for message in messages:
             log_event("received", message.message_id, attempt=receive_count(message), queue=message.queue.url)
+        if messages and self.events.observers:
+            messages = drop_cancelled(messages, self.events, self.outcomes)
         if self.signals.stopping and messages:
             self.pending.add(messages)
             return None
@@ -257,7 +217,7 @@ class WorkerLoop:
             return True  # behind a failed message of its FIFO group: released unrun
         dead_letter = self.outcomes.dead_letter(message)
         try:
-            prepared = read_message(message, self._payloads(message), dead_letter.max_receive_count)
+            prepared = read_message(message, self.payloads(message), dead_letter.max_receive_count)
             if prepared is None:  # not due yet: handed back or re-sent until it is
                 self.order.settle(message, succeeded=False)
                 return True
@@ -272,20 +232,29 @@ class WorkerLoop:
             # It came back after its last attempt (handed to the redrive policy, or a crash): no more runs.
             self.outcomes.end_of_line(message, name, attempt, "past its last retry")
             return True
+        lock = self.locks.take(message, spec, kwargs, attempt, task_timeouts(self.config, spec)[0])
+        if lock is False:  # held elsewhere: the message was handed back to come again later, not a failure
+            self.order.settle(message, succeeded=False)
+            return True
         if self.signals.stopping or not self._take_slot():
+            self.locks.release(lock)
             self.pending.add([message])
             return False
         try:
-            outcome = self._run(message, spec, name, kwargs, attempt)
+            if spec.batch is not None:
+                outcome = run_batch(self, message, spec, name, kwargs, attempt, task_timeouts(self.config, spec))
+            else:
+                outcome = self.run_task(message, spec, name, kwargs, attempt).outcome
             self.order.settle(message, succeeded=outcome == Outcome.SUCCEEDED)
         finally:
             self.ended += 1
+            self.locks.release(lock)
         return True
 
     def _take_slot(self) -> bool:
         return self._claim() if self._claim is not None else True
 
-    def _payloads(self, message: Message) -> PayloadStore:
+    def payloads(self, message: Message) -> PayloadStore:
         # One S3 client per worker (per endpoint and region its queues are on, one in practice), made on the
         # first pointer: the store lends its client, the pointer names the bucket. A client costs tens of
         # milliseconds of CPU and a connection of its own.
@@ -297,12 +266,15 @@ class WorkerLoop:
             self._payload_stores[where] = PayloadStore("s3://payloads", queue_url=url)
         return self._payload_stores[where]
 
-    def _run(self, message: Message, spec: TaskSpec, name: str, kwargs: dict[str, Any], attempt: int) -> str | None:
-        """Run the task under its handler; returns the handler's outcome."""
+    def run_task(self, message: Message, spec: TaskSpec, name: str, kwargs: dict[str, Any], attempt: int,
+                 batch: list[dict[str, Any]] | None = None) -> Any:
+        """Run the task under its handler (a batch task's call with ``batch``); returns the ended handler."""
         sqs_timeout, alarm_timeout, hard_timeout = task_timeouts(self.config, spec)
         handler = spec.handler_class(self.config.isolation)(
             message, sqs_timeout=sqs_timeout, alarm_timeout=alarm_timeout, hard_timeout=hard_timeout)
         handler.kwargs = kwargs  # set afterwards: a task kwarg may be called "message" or "sqs_timeout"
+        if batch is not None:
+            handler.batch = batch  # type: ignore[attr-defined]
         handler.dead_letter_visibility = self.outcomes.dead_letter(message).visibility
         handler.deletes = self.deletes
         if self.config.notify is not None:
@@ -322,10 +294,10 @@ class WorkerLoop:
             self.outcomes.released(message, handler, name, attempt, started_at)
             raise
         self.outcomes.after_run(message, handler, name, attempt, started_at)
-        return handler.outcome
+        return handler
 
     def _observe(self, handler: Any, start: AttemptStart) -> None:
-        """Tell the observers the attempt starts, and hook its heartbeat ticks (and their kill) to them."""
+        """Tell the observers the attempt starts, and hook its heartbeat ticks (and an operator's kill) to them."""
         if not self.events.observers:
             return
         self.events.attempt_started(start)
@@ -333,6 +305,11 @@ class WorkerLoop:
 
         def running() -> bool:  # on the heartbeat thread, once per beat
             self.events.heartbeat(start, time.time(), next(beats))
+            self.events.heartbeat_lag(start, handler.heartbeat_lag())
+            order = self.events.kill_order(start)
+            if order is not None:
+                handler.kill_then = order.then
+                handler.kill(order.reason)
             return bool(task_running()) and self.events.keep_running(start)
 
         handler.running = running
@@ -377,7 +354,11 @@ class WorkerLoop:
         self._release_unstarted(deadline, wait=deadline - time.monotonic())
         self.pending.close()
         self.receiver.close()
+        if self.scheduler is not None:
+            self.scheduler.close(timeout=max(deadline - time.monotonic(), 0.5))
         self.events.close(timeout=max(deadline - time.monotonic(), 0.5))
+        if self.store is not None:
+            self.store.close()
         for client in self._clients:
             client.close()
         with self._lock:

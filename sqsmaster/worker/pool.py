@@ -181,7 +181,10 @@ class Pool:
 
     def _start(self, slot: int) -> None:
         report = self._context.RawValue("i", NOT_REPORTED)
-        process = self._context.Process(target=_child, args=(self.config, self._shared, report, os.getpid()),
+        # One scheduler per pool, in its first child: the parent forks replacements while it runs, and a thread
+        # of its own could hold a lock (logging's, the store's) at a fork, which the new child would find taken.
+        config = self.config if slot == 0 else dataclasses.replace(self.config, scheduler=False)
+        process = self._context.Process(target=_child, args=(config, self._shared, report, os.getpid()),
                                         name=f"sqsmaster-worker-{slot}")
         # The child must not get a signal before its own handlers are in place (or write it into our pipe).
         before = block_signals(pool_child_signals())

@@ -24,14 +24,30 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Union
 
-from ..errors import ConfigurationError, MalformedMessage, UnknownTask
+from ..errors import ConfigurationError, MalformedMessage, TaskKilled, UnknownTask
 from ..lease import receive_count
+from ..limits import MAX_DELAY_SECONDS
 from ..supervise import MessageHandler, isolation_modes
 from .deletes import DeleteBatcher
+from .orders import kill_visibility
 from .retry import FailurePlan, Retry, RetryPolicy, plan_failure
+from .schedules import Schedule
 from .worklog import log_event
 
 Target = Union[Callable[..., Any], type]
+
+#: Most messages one batch call may take: its kwargs all travel to one process, and every message's lease is
+#: extended while it runs (ten to a ChangeMessageVisibilityBatch call).
+MAX_BATCH_SIZE = 1000
+#: How long (s) a worker goes on receiving to fill a batch after the receive that brought its first message.
+DEFAULT_BATCH_WAIT = 1.0
+#: Longest ``batch_wait``: the batch's first message waits that long unrun (its lease heartbeated meanwhile).
+MAX_BATCH_WAIT = 60.0
+#: Options ``@task`` takes.
+TASK_OPTIONS = frozenset({"hard_timeout", "sqs_timeout", "alarm_timeout", "isolation", "retry", "retry_on",
+                          "batch", "batch_wait", "schedule", "lock", "lock_key", "lock_retry"})
+#: Seconds a message that found its task's lock held waits before it comes back.
+DEFAULT_LOCK_RETRY = 5
 
 
 @dataclass(frozen=True)
@@ -46,12 +62,23 @@ class TaskSpec:
     isolation: str | None = None
     retry: RetryPolicy | None = None
     retry_on: tuple[type[BaseException], ...] | None = None
+    #: Batch tasks: up to this many messages of the task go to one call, as a list of their kwargs.
+    batch: int | None = None
+    #: Batch tasks: how long (s) the worker goes on receiving to fill a batch after its first message.
+    batch_wait: float = DEFAULT_BATCH_WAIT
+    #: A periodic task's :class:`~sqsmaster.worker.schedules.Schedule` (sent by the workers' schedulers).
+    schedule: Schedule | None = None
+    #: Never two runs at once (``lock``), or never two with the same values of these kwargs (``lock_key``).
+    lock: bool = False
+    lock_key: tuple[str, ...] | None = None
+    #: Seconds before a message that found its lock held comes back (a new message, not a failure).
+    lock_retry: int = DEFAULT_LOCK_RETRY
     _classes: dict[str, type] = field(default_factory=dict, compare=False, repr=False)
 
     def check_kwargs(self, kwargs: dict[str, Any], message_id: str | None = None) -> None:
         """Raise :class:`MalformedMessage` when a function task cannot be called with ``kwargs`` (a missing
-        or unknown argument): no run could succeed. A handler class takes any kwargs."""
-        if isinstance(self.target, type):
+        or unknown argument): no run could succeed. A handler class, or a batch task (it takes a list), takes any."""
+        if isinstance(self.target, type) or self.batch is not None:
             return
         try:
             signature = inspect.signature(self.target)
@@ -67,13 +94,28 @@ class TaskSpec:
         isolation = self.isolation or _own_isolation(self.target) or default_isolation
         cls = self._classes.get(isolation)
         if cls is None:
-            base = self.target if isinstance(self.target, type) else FunctionTask
+            base = self.target if isinstance(self.target, type) else BatchTask if self.batch else FunctionTask
             attributes: dict[str, Any] = {"isolation": isolation, "spec": self}
-            if base is FunctionTask:
+            if base in (FunctionTask, BatchTask):
                 attributes["function"] = staticmethod(self.target)
             cls = type(f"{self.name}Task", (WorkerHandler, base), attributes)
             self._classes[isolation] = cls
         return cls
+
+
+def _check_batch(target: Target, options: dict[str, Any]) -> None:
+    batch, wait = options.get("batch"), options.get("batch_wait", DEFAULT_BATCH_WAIT)
+    if batch is None:
+        if "batch_wait" in options:
+            raise ConfigurationError("batch_wait= needs batch=N")
+        return
+    if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= MAX_BATCH_SIZE:
+        raise ConfigurationError(f"batch must be an integer from 1 to {MAX_BATCH_SIZE} (MAX_BATCH_SIZE), not {batch!r}")
+    if isinstance(target, type):
+        raise ConfigurationError("batch= takes a function of one argument (the list of kwargs), not a handler class")
+    if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait <= MAX_BATCH_WAIT:
+        raise ConfigurationError(f"batch_wait must be from 0 to {MAX_BATCH_WAIT} seconds (MAX_BATCH_WAIT), "
+                                 f"not {wait!r}")
 
 
 def _own_isolation(target: Target) -> str | None:
@@ -96,6 +138,18 @@ class FunctionTask(MessageHandler):
         return type(self).function(**self.kwargs)
 
 
+class BatchTask(MessageHandler):
+    """Runs a batch task's function once with the kwargs of every message of the batch (a list).
+
+    ``batch`` is set by the worker before the run: the first message's kwargs, then the others'."""
+
+    function: ClassVar[Callable[..., Any]]
+    batch: list[dict[str, Any]] = []
+
+    def run(self) -> Any:
+        return type(self).function(self.batch if self.batch else [self.kwargs])
+
+
 class WorkerHandler(MessageHandler):
     """What the worker adds to every task's handler: the retry policy and the dead-letter hand-back.
 
@@ -108,6 +162,8 @@ class WorkerHandler(MessageHandler):
     spec: ClassVar[TaskSpec]
     dead_letter_visibility: int = 0
     plan: FailurePlan | None = None
+    #: What becomes of the message after :meth:`kill` (an operator's order): release, dead-letter, delete.
+    kill_then: str | None = None
     #: The worker's batched deletes (None: delete at once).
     deletes: DeleteBatcher | None = None
     _logged_extensions = 0
@@ -134,6 +190,8 @@ class WorkerHandler(MessageHandler):
         return super().running()
 
     def backoff(self, receive_count: int) -> int:
+        if isinstance(self.exception, TaskKilled):  # an operator's order: no retry plan, the order's own path
+            return kill_visibility(self.kill_then)
         error = self.exception if self.exception is not None else RuntimeError("unknown failure")
         spec = type(self).spec
         self.plan = plan_failure(error, receive_count, spec.retry, spec.retry_on)
@@ -160,9 +218,10 @@ class Registry:
         name = name or getattr(target, "__name__", None)
         if not isinstance(name, str) or not name:
             raise ConfigurationError(f"task name must be a non-empty string, not {name!r}")
-        unknown = set(options) - {"hard_timeout", "sqs_timeout", "alarm_timeout", "isolation", "retry", "retry_on"}
+        unknown = set(options) - TASK_OPTIONS
         if unknown:
             raise ConfigurationError(f"unknown @task option(s): {', '.join(sorted(unknown))}")
+        _check_batch(target, options)
         isolation = options.get("isolation")
         if isolation is not None and isolation not in isolation_modes():
             raise ConfigurationError(f"unknown isolation {isolation!r}; choose one of {isolation_modes()}")
@@ -171,6 +230,7 @@ class Registry:
             options["retry_on"] = tuple(retry_on) if isinstance(retry_on, (tuple, list)) else (retry_on,)
         if options.get("retry") is not None and not isinstance(options["retry"], RetryPolicy):
             raise ConfigurationError("retry= takes fixed(...), linear(...) or exponential(...)")
+        _check_schedule_and_lock(target, name, options)
         spec = TaskSpec(name, target, **options)
         self._tasks[name] = spec
         return spec
@@ -210,7 +270,15 @@ def task(target: Target | None = None, *, name: str | None = None, **options: An
     Options override the worker's settings for this task: ``hard_timeout``,
     ``sqs_timeout``, ``alarm_timeout``, ``isolation`` ("signal" or "process"),
     ``retry`` (:func:`~sqsmaster.worker.retry.fixed`, ``linear``, ``exponential``) and
-    ``retry_on`` (exception types worth a retry; others go to the dead-letter path).
+    ``retry_on`` (exception types worth a retry; others go to the dead-letter path),
+    ``batch`` (up to N messages of the task to one call of the function, with the list of their kwargs;
+    see :mod:`sqsmaster.worker.batches`) and ``batch_wait`` (seconds of receiving to fill one, default 1).
+
+    ``schedule=every(minutes=10)`` or ``schedule=cron("0 3 * * *")`` makes it periodic: every worker
+    with a job store sends each due slot, once across the fleet (:mod:`sqsmaster.worker.scheduler`).
+    ``lock=True`` (or ``lock_key=("user_id",)``, a lock per value of those kwargs) never lets two of its
+    runs overlap: a message that finds the lock held comes back ``lock_retry`` seconds later (default 5)
+    as a new message, not as a failure (:mod:`sqsmaster.worker.locks`). Both need the worker's job store.
     """
     return default_registry.task(target, name=name, **options)
 
@@ -249,6 +317,54 @@ def load_tasks(tasks: Any) -> Registry:
     if not len(default_registry):
         raise ConfigurationError(f"{getattr(module, '__name__', module)!r} registers no task (use @sqsmaster.task)")
     return default_registry
+
+
+def _check_schedule_and_lock(target: Target, name: str, options: dict[str, Any]) -> None:
+    """``schedule``, ``lock``, ``lock_key`` and ``lock_retry`` checked, and normalised in ``options``."""
+    schedule = options.get("schedule")
+    if schedule is not None:
+        if not isinstance(schedule, Schedule):
+            raise ConfigurationError(f"task {name!r}: schedule= takes every(...) or cron(...), not {schedule!r}")
+        if not isinstance(target, type):
+            try:
+                inspect.signature(target).bind()
+            except TypeError:
+                raise ConfigurationError(f"task {name!r} has a schedule, so it is sent with no kwargs: it must be "
+                                         "callable without arguments") from None
+            except ValueError:
+                pass  # no signature to check (a builtin)
+    lock_key = options.get("lock_key")
+    if lock_key is not None:
+        keys = (lock_key,) if isinstance(lock_key, str) else lock_key
+        if not isinstance(keys, (tuple, list)) or not keys or not all(isinstance(k, str) and k for k in keys):
+            raise ConfigurationError(f"task {name!r}: lock_key= takes kwarg names, e.g. ('user_id',), not "
+                                     f"{lock_key!r}")
+        options["lock_key"] = tuple(keys)
+        options["lock"] = True
+        if options.get("batch") is not None:
+            raise ConfigurationError(f"task {name!r}: lock_key cannot go with batch (one call takes messages of "
+                                     "many keys); lock=True serialises the batch calls")
+        unknown = [key for key in keys if not _takes_kwarg(target, key)]
+        if unknown:
+            raise ConfigurationError(f"task {name!r}: lock_key names {', '.join(unknown)}, which it takes no "
+                                     "kwarg of")
+    if not isinstance(options.get("lock", False), bool):
+        raise ConfigurationError(f"task {name!r}: lock= takes True or False, not {options['lock']!r}")
+    retry = options.get("lock_retry", DEFAULT_LOCK_RETRY)
+    if isinstance(retry, bool) or not isinstance(retry, int) or not 1 <= retry <= MAX_DELAY_SECONDS:
+        raise ConfigurationError(f"task {name!r}: lock_retry= takes whole seconds in [1, {MAX_DELAY_SECONDS}] "
+                                 f"(SQS's longest delay), not {retry!r}")
+
+
+def _takes_kwarg(target: Target, name: str) -> bool:
+    """Whether a function task takes kwarg ``name`` (a handler class, or a function with ``**kwargs``, takes any)."""
+    if isinstance(target, type):
+        return True
+    try:
+        parameters = inspect.signature(target).parameters
+    except (TypeError, ValueError):
+        return True
+    return name in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
 
 
 def _describe(error: BaseException) -> str:

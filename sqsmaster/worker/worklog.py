@@ -25,7 +25,7 @@ logger = logging.getLogger("sqsmaster.worker")
 
 #: Record attributes a JSON line carries when an event set them.
 EVENT_FIELDS = ("event", "message_id", "task", "attempt", "runtime", "queue", "delay", "dlq", "reason", "isolation",
-                "visibility", "extensions")
+                "visibility", "extensions", "then", "action")
 
 
 @dataclass
@@ -51,6 +51,8 @@ class AttemptRecord:
     error: str | None = None
     delay: int | None = None
     job: JobRecord | None = None
+    #: The message's lease was lost while the task ran (whatever the outcome): another worker may run it too.
+    lease_lost: bool = False
 
 
 def event_name(event: str) -> str:

@@ -1,0 +1,127 @@
+"""The dashboard at 20,000 jobs: how long each page takes, server side and in a browser.
+
+    python bench/dashboard_bench.py [--jobs 20000] [--no-browser]
+
+Fills a fresh sqlite job store with ``--jobs`` real-looking attempts (tests/dashboard_data.py),
+starts ``sqsmaster dashboard`` in its own process and times, over HTTP on 127.0.0.1:
+  * every page of /api/jobs, newest to oldest (50 rows a page, through the store's cursor),
+  * filtered pages (status, task, kwargs text, exception, worker, since), first and deepest,
+  * each view's API (overview, running, failures, dead letters, workers) and HTML shell,
+  * in headless Chromium (when installed): clicking "Older" through 30 pages, click to table drawn.
+Exits 1 when any page takes a second or more (the issue's bound).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from sqsmaster.store import open_store  # noqa: E402
+from tests.dashboard_data import fill  # noqa: E402
+from tests.dashboard_kit import DashboardServer, browser_missing, chrome  # noqa: E402
+
+BOUND = 1.0
+QUEUES = ["http://127.0.0.1:1/123456789012/solver-jobs", "http://127.0.0.1:1/123456789012/image-jobs"]
+
+
+def get(url: str) -> tuple[float, dict]:
+    start = time.perf_counter()
+    with urllib.request.urlopen(url, timeout=30) as answer:
+        body = answer.read()
+    elapsed = time.perf_counter() - start
+    try:
+        return elapsed, json.loads(body)
+    except ValueError:
+        return elapsed, {}
+
+
+def line(name: str, times: list[float]) -> float:
+    worst = max(times)
+    print(f"{name:<44} {len(times):>6} {1000 * statistics.median(times):>8.1f} {1000 * worst:>8.1f}")
+    return worst
+
+
+def walk(base: str, query: str) -> list[float]:
+    """Every page of /api/jobs?query, newest first; the time of each."""
+    times, cursor = [], ""
+    while cursor is not None:
+        elapsed, data = get(f"{base}/api/jobs?limit=50&{query}&cursor={cursor}")
+        times.append(elapsed)
+        cursor = data["cursor"]
+    return times
+
+
+def browser_pages(base: str, pages: int) -> list[float]:
+    """Click "Older" ``pages`` times; the time from each click to the next page's table drawn."""
+    driver = chrome()
+    try:
+        driver.get(base + "/jobs")
+        times = []
+        wait_for_text(driver, lambda t: t.startswith("page 1"))
+        for number in range(2, pages + 2):
+            start = time.perf_counter()
+            driver.execute_script("document.getElementById('next').click()")
+            wait_for_text(driver, lambda t, n=number: t.startswith(f"page {n} "))
+            times.append(time.perf_counter() - start)
+        return times
+    finally:
+        driver.quit()
+
+
+def wait_for_text(driver, condition, timeout: float = 30) -> None:
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline:
+        text = driver.execute_script("const e = document.getElementById('page-info'); return e && e.innerText")
+        if text and condition(text):
+            return
+        time.sleep(0.005)
+    raise SystemExit("the page did not change within 30 s")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=20_000)
+    parser.add_argument("--no-browser", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        url = f"sqlite:///{folder}/jobs.db"
+        store = open_store(url)
+        start = time.perf_counter()
+        fill(store, args.jobs, time.time(), QUEUES, span=24 * 3600.0)
+        store.close()
+        print(f"filled {args.jobs} attempts in {time.perf_counter() - start:.1f} s\n")
+        with DashboardServer(url, QUEUES) as server:
+            base = server.url
+            # The server's first request that asks SQS imports boto3 and builds clients: once per process.
+            # (The bench's queues are on a closed port: each SQS question fails fast, as an unreachable one.)
+            cold, _ = get(base + "/api/overview")
+            print(f"first request after start (imports boto3): {1000 * cold:.0f} ms\n")
+            print(f"{'page':<44} {'pages':>6} {'p50 ms':>8} {'max ms':>8}")
+            worst = [line("/api/jobs, every page newest to oldest", walk(base, ""))]
+            for query in ("status=failed", "task=solve_route", "text=depot", "exception=infeasible",
+                          "worker=ip-10-0-1-17:4101", "since=2h", "status=failed&task=fetch_report"):
+                worst.append(line(f"/api/jobs?{query}, every page", walk(base, query)))
+            for path in ("/api/overview", "/api/running", "/api/failures", "/api/dead-letters", "/api/workers",
+                         "/api/actions", "/", "/jobs", "/failures"):
+                worst.append(line(path, [get(base + path)[0] for _ in range(5)]))
+            missing = browser_missing()
+            if args.no_browser or missing:
+                print(f"\n(no browser timing: {missing or '--no-browser'})")
+            else:
+                worst.append(line("browser: click Older -> table drawn", browser_pages(base, 30)))
+    slowest = max(worst)
+    print(f"\nslowest page {1000 * slowest:.0f} ms: " + ("under" if slowest < BOUND else "OVER") + " the 1 s bound")
+    return 0 if slowest < BOUND else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
