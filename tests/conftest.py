@@ -23,7 +23,7 @@ from sqsmaster.ops.embedded import EmbeddedSQS
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-for _variable in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SQS", "AWS_PROFILE"):
+for _variable in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SQS", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_PROFILE"):
     os.environ.pop(_variable, None)
 
 
@@ -76,11 +76,63 @@ def atomic_moto_sqs() -> Iterator[None]:
             setattr(SQSBackend, name, original)
 
 
+@contextlib.contextmanager
+def atomic_moto_dynamodb() -> Iterator[None]:
+    """Make moto's DynamoDB writes atomic, as DynamoDB's are.
+
+    moto checks a write's condition and then writes, with no lock, while its server answers
+    each request on a thread of its own: two claims racing from two processes could both
+    pass ``attribute_not_exists(pk)``. DynamoDB evaluates a condition and writes as one step.
+    """
+    from moto.dynamodb.models import DynamoDBBackend
+
+    lock = threading.RLock()
+    names = ["put_item", "update_item", "delete_item", "batch_write_item", "transact_write_items"]
+    originals = {name: getattr(DynamoDBBackend, name) for name in names if hasattr(DynamoDBBackend, name)}
+
+    def locked(original: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(original)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with lock:
+                return original(*args, **kwargs)
+        return call
+
+    for name, original in originals.items():
+        setattr(DynamoDBBackend, name, locked(original))
+    try:
+        yield
+    finally:
+        for name, original in originals.items():
+            setattr(DynamoDBBackend, name, original)
+
+
 @pytest.fixture(scope="session")
 def sqs_server() -> Iterator[EmbeddedSQS]:
-    """One moto server per test process (each xdist worker has its own), with atomic SQS calls."""
-    with atomic_moto_sqs(), EmbeddedSQS() as server:
+    """One moto server per test process (each xdist worker has its own), with atomic SQS calls and
+    atomic DynamoDB writes; it serves DynamoDB, S3 and ECS on the same endpoint too."""
+    with atomic_moto_sqs(), atomic_moto_dynamodb(), EmbeddedSQS() as server:
         yield server
+
+
+@pytest.fixture
+def make_store_url(sqs_server: EmbeddedSQS, tmp_path: Any) -> Iterator[Callable[[str], str]]:
+    """Factory: the URL of a fresh job store of a kind, ``"sqlite"`` (a file under tmp_path) or
+    ``"dynamodb"`` (a new table on the test server, made by the first ``open_store``, dropped after the test)."""
+    tables: list[str] = []
+
+    def factory(kind: str) -> str:
+        if kind == "sqlite":
+            return f"sqlite:///{tmp_path}/jobs-{uuid.uuid4().hex[:8]}.db"
+        tables.append(f"jobs-{uuid.uuid4().hex[:12]}")
+        return f"dynamodb://{tables[-1]}?endpoint={sqs_server.endpoint}&region=us-east-1"
+
+    yield factory
+    if tables:
+        client = boto3.client("dynamodb", endpoint_url=sqs_server.endpoint, region_name="us-east-1")
+        for table in tables:
+            with contextlib.suppress(client.exceptions.ResourceNotFoundException):
+                client.delete_table(TableName=table)
+        client.close()
 
 
 @pytest.fixture

@@ -5,18 +5,26 @@ Times are passed in (``now``), so nothing here sleeps.
 
 from __future__ import annotations
 
+import multiprocessing
+import socket
 import threading
+from typing import Any
 
 import pytest
 
-from sqsmaster.store import AttemptRow, Flag, JobFilter, WorkerRow, open_store
+from sqsmaster.store import AttemptRow, Flag, JobFilter, StoreError, WorkerRow, open_store
 
 NOW = 1_800_000_000.0
 
 
-@pytest.fixture(params=["sqlite"])
-def store(request, tmp_path):
-    opened = open_store(f"sqlite:///{tmp_path}/jobs.db")
+@pytest.fixture(params=["sqlite", "dynamodb"])
+def kind(request) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def store(kind, make_store_url):
+    opened = open_store(make_store_url(kind))
     yield opened
     opened.close()
 
@@ -90,6 +98,9 @@ def test_filters_by_text_exception_queue_and_time(store):
     assert ids(JobFilter(since=NOW + 5)) == ["m2"]
     assert ids(JobFilter(worker="h1:7")) == ["m2", "m1"]
     assert ids(JobFilter(worker="h2:7")) == []
+    counts = [store.count(where, NOW + 20) for where in (JobFilter(text="alice"), JobFilter(exception="Error"),
+              JobFilter(queue="q2", until=NOW + 10), JobFilter(until=NOW + 9), JobFilter(worker="h1:7"))]
+    assert counts == [1, 2, 1, 1, 2]
 
 
 def test_workers_are_listed_most_recently_seen_first(store):
@@ -152,6 +163,93 @@ def test_actions_are_an_audit_trail_newest_first(store):
     store.record_action(ActionRow(NOW, "ops", "kill", "m1"))
     store.record_action(ActionRow(NOW + 1, "ops", "requeue", "solve x ValueError", count=12))
     assert [(a.what, a.count) for a in store.actions()] == [("requeue", 12), ("kill", 1)]
+
+
+def _claim_from_a_process(url: str, owner: str, start: Any, results: Any) -> None:
+    store = open_store(url, create=False)
+    start.wait(timeout=60)
+    results.put((owner, store.claim("race", owner, NOW, 30)))
+    store.close()
+
+
+def test_processes_racing_for_a_claim_have_exactly_one_winner(kind, make_store_url):
+    # Given a store, and six processes of its own (as six hosts would have), each with its own connection
+    url = make_store_url(kind)
+    open_store(url).close()
+    context = multiprocessing.get_context("spawn")
+    start, results = context.Barrier(6), context.Queue()
+    racers = [context.Process(target=_claim_from_a_process, args=(url, f"p{i}", start, results)) for i in range(6)]
+    [racer.start() for racer in racers]
+    # When they all claim one key at once
+    answers = dict(results.get(timeout=90) for _ in racers)
+    [racer.join(30) for racer in racers]
+    # Then exactly one won, and it is the holder
+    winners = [owner for owner, won in answers.items() if won]
+    assert len(answers) == 6 and len(winners) == 1
+    assert open_store(url).holder("race", NOW) == winners[0]
+
+
+def test_a_cursor_walks_on_where_it_was_when_rows_arrive_between_pages(store):
+    # Given 30 rows, and the first page of 10 read
+    for i in range(30):
+        store.put_attempt(row(f"m{i:02d}", NOW + i))
+    first = store.attempts(JobFilter(), NOW + 100, limit=10)
+    # When newer rows arrive (and one older than every row), then the walk goes on
+    for i in range(30, 35):
+        store.put_attempt(row(f"m{i:02d}", NOW + i))
+    store.put_attempt(row("early", NOW - 1))
+    seen, cursor = [r.message_id for r in first.rows], first.cursor
+    while cursor is not None:
+        page = store.attempts(JobFilter(), NOW + 100, limit=10, cursor=cursor)
+        seen += [r.message_id for r in page.rows]
+        cursor = page.cursor
+    # Then every row older than the first page comes once, in order, and the newer ones wait for a new walk
+    assert seen == [f"m{i:02d}" for i in reversed(range(30))] + ["early"]
+
+
+def test_running_rows_page_newest_first_like_any_other(store):
+    for i in range(12):
+        store.put_attempt(row(f"r{i:02d}", NOW + i))
+    store.put_attempt(row("done", NOW + 5, outcome="succeeded", ended=NOW + 6))
+    seen, cursor = [], None
+    while True:
+        page = store.attempts(JobFilter(status="running"), NOW + 20, limit=5, cursor=cursor)
+        seen += [(r.message_id, r.lease) for r in page.rows]
+        if (cursor := page.cursor) is None:
+            break
+    assert seen == [(f"r{i:02d}", 60.0) for i in reversed(range(12))]
+    assert store.count(JobFilter(status="running"), NOW + 20) == 12
+
+
+def test_flags_of_hundreds_of_messages_are_read_at_once(store):
+    store.set_flag(Flag("m007", "kill", "ops", NOW))
+    store.set_flag(Flag("m249", "cancel", "ops", NOW))
+    assert set(store.flags(f"m{i:03d}" for i in range(250))) == {"m007", "m249"}
+
+
+def test_a_missing_store_opened_without_create_is_an_error_naming_it_and_stays_missing(kind, make_store_url):
+    url = make_store_url(kind)
+    with pytest.raises(StoreError, match="does not exist") as raised:
+        open_store(url, create=False)
+    assert url in str(raised.value)
+    with pytest.raises(StoreError):
+        open_store(url, create=False)
+
+
+def test_a_store_that_cannot_be_reached_is_a_store_error_naming_it(kind, make_store_url, tmp_path):
+    # Given a store URL that points nowhere: a path under a file, or an endpoint where nothing listens
+    if kind == "sqlite":
+        (tmp_path / "a-file").write_text("")
+        url = f"sqlite:///{tmp_path}/a-file/jobs.db"
+    else:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        url = f"dynamodb://jobs?endpoint=http://127.0.0.1:{port}&region=us-east-1"
+    # Then opening it is one StoreError that names it
+    with pytest.raises(StoreError) as raised:
+        open_store(url)
+    assert url in str(raised.value) and "\n" not in str(raised.value)
 
 
 def test_a_schedules_fired_slot_only_moves_forward(store):

@@ -5,7 +5,7 @@ its handler returns the exit code. Every error is one line on stderr. Exit codes
 0 success; 1 the work itself failed (SQS refused a request it understood, such as a
 second purge within 60 s, or some messages could not be moved); 2 bad usage or
 configuration (a bad option, a tasks module that does not import, no AWS credentials,
-credentials SQS refuses); 3 a queue does not exist or cannot be reached. ``sqsmaster
+credentials SQS refuses); 3 a queue or the job store does not exist or cannot be reached. ``sqsmaster
 worker`` adds 4 (a worker process of a pool died) and 5 (a shutdown could not make every
 delete or release in time): see :data:`sqsmaster.worker.loop.EXIT_CODES`.
 """
@@ -28,7 +28,7 @@ EXIT_QUEUE = 3
 
 #: Command modules, in the order ``--help`` lists them.
 COMMANDS = ["demo", "worker", "submit", "submit_file", "create", "status", "peek", "purge", "redrive", "report",
-            "scale", "kill", "cancel", "schedules", "schedule", "dashboard"]
+            "scale", "kill", "cancel", "schedules", "schedule", "dashboard", "jobs", "job", "workers", "store"]
 
 #: SQS error codes that mean the credentials, their permissions or the clock are wrong: configuration (exit 2),
 #: not a queue that cannot be reached.

@@ -61,3 +61,12 @@ def _sqlite(url: str, create: bool) -> JobStore:
 
 
 register_store_scheme("sqlite", _sqlite)
+
+
+def _dynamodb(url: str, create: bool) -> JobStore:
+    from .dynamodb import DynamoStore
+
+    return DynamoStore(url, create=create)
+
+
+register_store_scheme("dynamodb", _dynamodb)
