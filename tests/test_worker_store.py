@@ -273,3 +273,34 @@ def test_cancelled_messages_are_left_out_of_a_batch_task_s_call(make_queue, sqs_
     assert called == [n for n in range(20) if n not in (0, 7, 19)]
     assert [rows_of(sqlite_store_url, ids[n])[0].outcome for n in (0, 7, 19)] == ["cancelled"] * 3
     assert queue_counts(sqs_client, url) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("victim", [0, 1, 2])
+def test_kill_of_any_message_of_a_running_batch_stops_the_call_and_only_that_message_obeys_then(
+        make_queue, sqs_client, worker, sqlite_store_url, capsys, victim):
+    store_url = sqlite_store_url
+    # Given a worker running one call of a batch task over three messages (it would sleep 30 s)
+    url = make_queue(visibility_timeout=30)
+    ids = [submit(sqs_client, url, "stall_rows_once", id=n) for n in range(3)]
+    run = worker(url, "--tasks", "tests.batch_tasks", "--store", store_url)
+    wait_for(lambda: [line["ids"] for line in records(run.record_path) if line["event"] == "batch"] != [], 20,
+             "the batch call to start")
+    [called] = [line["ids"] for line in records(run.record_path) if line["event"] == "batch"]
+    assert sorted(called) == [0, 1, 2], "the three messages were not gathered into one call"
+    for message_id in ids:
+        wait_running(store_url, message_id)
+    # When an operator kills one of them (the call's first message or another one), to be deleted
+    killed = ids[called[victim]]
+    kill_task(store_url, killed, "delete", capsys)
+    # Then the call stops (a flag poll and a heartbeat, 1 + 1 s; margins for a loaded machine); the killed
+    # message is deleted as ordered; the others were not ordered: visible again at once, they run again
+    wait_for(lambda: all(any(r.outcome for r in rows_of(store_url, m)) for m in ids), 15, "the kill to be recorded")
+    assert [(r.outcome, r.action) for r in rows_of(store_url, killed)] == [("killed", "deleted")], run.stderr
+    others = [m for m in ids if m != killed]
+    wait_for(lambda: all(len(rows_of(store_url, m)) == 2 and rows_of(store_url, m)[1].outcome for m in others),
+             20, "the others to run again")
+    for message_id in others:
+        first, second = rows_of(store_url, message_id)
+        assert (first.outcome, first.action) == ("killed", "released")
+        assert (second.attempt, second.outcome, second.action) == (2, "succeeded", "deleted")
+    wait_for(lambda: queue_counts(sqs_client, url) == (0, 0, 0), 10, "the queue to be empty")
