@@ -286,7 +286,12 @@ class ChildProcess:
         signum = os.WTERMSIG(self.status) if os.WIFSIGNALED(self.status) else None
         code = os.WEXITSTATUS(self.status) if os.WIFEXITED(self.status) else None
         if code == 0 and self._output:
-            kind, *payload = pickle.loads(bytes(self._output))
+            try:
+                kind, *payload = pickle.loads(bytes(self._output))
+            except Exception as exc:  # only a value can fail to load: an error's payload is strings and bytes
+                logger.warning("task process %s: the result of run() cannot be unpickled (%s: %s); returning None",
+                               self.pid, type(exc).__name__, exc)
+                return None
             if kind == "ok":
                 return payload[0]
             type_name, message, text, original, out_of_memory = payload
