@@ -71,12 +71,16 @@ Member = tuple[Message, dict[str, Any], int]
 def run_batch(loop: BatchLoop, message: Message, spec: TaskSpec, name: str, kwargs: dict[str, Any], attempt: int,
               timeouts: tuple[float, float, float]) -> str | None:
     """Gather up to ``spec.batch`` messages of the task (``message`` first; fewer if ``--max-tasks`` leaves
-    fewer), run one call, settle them all; returns the call's outcome. Raises what the loop's ``run_task``
-    raises (WorkerShutdown), the other messages released."""
+    fewer), run one call, settle them all; returns the call's outcome (None when a stop signal came while it
+    gathered: then none ran, all are back with the loop's unstarted messages, released as they are). Raises
+    what the loop's ``run_task`` raises (WorkerShutdown), the other messages released."""
     assert spec.batch is not None
     limit = loop.config.max_tasks
     size = spec.batch if limit is None else max(1, min(spec.batch, limit - loop.ended))
     members = gather(loop, spec, name, size)
+    if loop.signals.stopping:  # stopped while gathering: no call starts, every message is released unrun
+        loop.pending.add([message, *(member for member, _, _ in members)])
+        return None
     leases = BatchLeases(members, timeouts[0], timeouts[1])
     started_at = time.time()
     batch = [kwargs] + [member_kwargs for _, member_kwargs, _ in members]
