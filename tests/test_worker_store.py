@@ -304,3 +304,26 @@ def test_kill_of_any_message_of_a_running_batch_stops_the_call_and_only_that_mes
         assert (first.outcome, first.action) == ("killed", "released")
         assert (second.attempt, second.outcome, second.action) == (2, "succeeded", "deleted")
     wait_for(lambda: queue_counts(sqs_client, url) == (0, 0, 0), 10, "the queue to be empty")
+
+
+def test_a_message_cancelled_while_it_waits_prefetched_is_deleted_unrun(make_queue, sqs_client, worker,
+                                                                         sqlite_store_url, tmp_path, capsys):
+    store_url = sqlite_store_url
+    # Given a worker that received two 6 s tasks at once (--prefetch 1): one runs, the other waits behind it
+    url = make_queue(visibility_timeout=30)
+    ids = {name: submit(sqs_client, url, "nap", id=name, seconds=6) for name in ("a", "b")}
+    run = worker(url, "--until-empty", "--prefetch", "1", "--store", store_url)
+    wait_for(lambda: len(starts(run.record_path)) == 1, 20, "the first task to start")
+    [running] = starts(run.record_path)
+    waiting = ids["b" if running == "a" else "a"]
+    assert f"received message {waiting}" in run.stderr, "the other message was not received with the first"
+    # When an operator cancels the waiting message (received by the worker, not started)
+    assert main(["cancel", waiting, "--store", store_url]) == 0
+    assert run.wait(timeout=60) == 0, run.stderr
+    # Then it never runs: deleted unrun, recorded as cancelled, the order carried out
+    assert starts(run.record_path) == [running], run.stderr
+    assert queue_counts(sqs_client, url) == (0, 0, 0)
+    assert [(r.outcome, r.action) for r in rows_of(store_url, waiting)] == [("cancelled", "deleted")]
+    store = open_store(store_url, create=False)
+    assert store.flags([waiting]) == {}
+    store.close()

@@ -119,6 +119,8 @@ def gather(loop: BatchLoop, spec: TaskSpec, name: str, size: int, clock: Any = t
     held = []
     while (message := loop.pending.pop()) is not None:
         held.append(message)
+    if held and loop.events.observers:  # cancels ordered while they waited their turn here
+        held = drop_cancelled(held, loop.events, loop.outcomes)
     # The first message (and each gathered one) waits unheartbeated until the call starts: never past half
     # of the visibility its receive gave it.
     deadline = clock() + min(spec.batch_wait, loop.receiver.visibility_timeout / 2)

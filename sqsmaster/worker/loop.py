@@ -117,7 +117,7 @@ class WorkerLoop:
                     ", ".join(self.config.queues), ", ".join(self.registry.names()),
                     ", ".join(d.mode for d in self.outcomes.dead_letters.values()))
         while not self._should_stop():
-            message = self.pending.pop() or self._receive()
+            message = self._next_pending() or self._receive()
             if message is None:
                 if self.config.until_empty and not len(self.pending) and self.receiver.all_empty():
                     logger.info("every queue is empty: stopping (--until-empty)")
@@ -159,6 +159,14 @@ class WorkerLoop:
 
     def _orphaned(self) -> bool:
         return self._parent is not None and os.getppid() != self._parent
+
+    def _next_pending(self) -> Message | None:
+        """The next received message that waited its turn here, unless an operator cancelled it meanwhile
+        (it is then deleted unrun: one bounded store read per waiting message, as for a receive)."""
+        while (message := self.pending.pop()) is not None:
+            if not self.events.observers or drop_cancelled([message], self.events, self.outcomes):
+                return message
+        return None
 
     def _receive(self) -> Message | None:
         want = 1 + self.config.prefetch
