@@ -327,3 +327,27 @@ def test_a_message_cancelled_while_it_waits_prefetched_is_deleted_unrun(make_que
     store = open_store(store_url, create=False)
     assert store.flags([waiting]) == {}
     store.close()
+
+
+
+def test_a_kill_whose_dead_letter_failed_stays_ordered_for_the_message_s_next_attempt(
+        make_queue, sqs_client, worker, sqlite_store_url, capsys):
+    store_url = sqlite_store_url
+    # Given a queue whose redrive target is gone, and a worker running a long task from it
+    url = make_queue(visibility_timeout=30, dead_letter=True, max_receive_count=5)
+    sqs_client.delete_queue(QueueUrl=make_queue.dead_letter_urls[url])
+    napping = submit(sqs_client, url, "nap", id="n", seconds=60)
+    run = worker(url, "--store", store_url)
+    wait_for(lambda: starts(run.record_path) == ["n"], 20, "the task to start")
+    wait_running(store_url, napping)
+    # When an operator kills it, to be dead-lettered, and the dead-letter queue cannot take it
+    kill_task(store_url, napping, "dead-letter", capsys)
+    wait_for(lambda: any(r.outcome for r in rows_of(store_url, napping)), 15, "the kill to be recorded")
+    [row] = rows_of(store_url, napping)
+    assert (row.outcome, row.action) == ("killed", "kept"), run.stderr
+    # Then the message is kept (hidden, not lost), and the order is not spent: when the message comes back,
+    # its next attempt is killed too and its dead-letter tried again, instead of the task running in full
+    assert queue_counts(sqs_client, url) == (0, 1, 0)
+    store = open_store(store_url, create=False)
+    assert [(flag.kind, flag.then) for flag in store.flags([napping]).values()] == [("kill", "dead-letter")]
+    store.close()
