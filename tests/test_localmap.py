@@ -210,3 +210,23 @@ def test_a_return_value_that_cannot_be_unpickled_does_not_stop_the_map():
     # Then every other item still has its value; that item succeeded, its value lost as an unpicklable one is
     assert [r.value for r in results] == [0, None, 2, 3]
     assert [r.outcome for r in results] == [Outcome.SUCCEEDED] * 4
+
+
+def forks_and_returns(x: int) -> tuple:
+    """A call that forks and whose forked copy returns too (it never calls os._exit): only the call's
+    own value is its result."""
+    pid = os.fork()
+    if pid:
+        time.sleep(0.2)  # the copy ends first: what it does must not be taken for the call's result
+        os.waitpid(pid, 0)
+        return ("call", x)
+    if x == 1:
+        sys.exit(0)  # the usual end of a forked worker process
+    if x == 2:
+        raise ValueError("the forked copy failed")
+    return ("forked copy", x)
+
+
+def test_a_call_that_forks_gets_its_own_result_whatever_its_forked_copy_does():
+    results = sqsmaster.map(forks_and_returns, range(3), processes=3)
+    assert [(r.outcome, r.value) for r in results] == [(Outcome.SUCCEEDED, ("call", x)) for x in range(3)]

@@ -336,10 +336,15 @@ def _child_main(task: Callable[[], Any], writer: int, parent_pid: int, max_memor
             watch_parent(parent_pid, os.getpgrp())
         if max_memory_mb is not None:
             _limit_memory(max_memory_mb)
+        task_pid = os.getpid()
         try:
             payload: tuple = ("ok", task())
         except BaseException as exc:
+            if os.getpid() != task_pid:
+                _leave_forked_copy(exc)
             payload = _describe(exc)
+        if os.getpid() != task_pid:
+            _leave_forked_copy(None)
         try:
             data = pickle.dumps(payload)
         except Exception as exc:
@@ -360,6 +365,22 @@ def _child_main(task: Callable[[], Any], writer: int, parent_pid: int, max_memor
             except Exception:
                 pass
         os._exit(code)
+
+
+def _leave_forked_copy(exc: BaseException | None) -> None:
+    """A process the task forked came back here (it returned, raised or called sys.exit): only the task's own
+    process may report a result (its pipe is shared), nor kill the watchdog. Exit as the copy asked."""
+    code = 0 if exc is None else 1
+    if isinstance(exc, SystemExit):
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    elif exc is not None:
+        traceback.print_exc()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    os._exit(code)
 
 
 def _limit_memory(max_memory_mb: float) -> None:
