@@ -116,14 +116,17 @@ def test_a_stop_signal_while_a_batch_gathers_runs_no_call_and_releases_every_mes
         run = worker(url)
         wait_for(lambda: run.stderr.count("received message") >= 4, 20, "the worker to gather a batch")
         # When SIGTERM comes while it gathers
+        signalled = time.time()
         run.send_signal(signal.SIGTERM)
         code = run.wait(30)
     finally:
         stop.set()
         producer.join()
-    # Then no call starts after the signal: every message it received is released unrun, visible at once
+    # Then no call starts after the signal (on a loaded machine a receive may come back empty before it, and
+    # a call run then is fine): every message it received and did not run is released unrun, visible at once
     assert code == 0, run.stderr
-    assert batches(tmp_path) == [], run.stderr
+    calls = [line for line in records(tmp_path / "records.jsonl") if line["event"] == "batch"]
+    assert [call["ids"] for call in calls if call["at"] >= signalled] == [], run.stderr
     assert queue_counts(sqs_client, url)[1] == 0, run.stderr
 
 
