@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 from sqsmaster import task
@@ -33,3 +34,16 @@ def stuck_rows(batch: list) -> None:
 def slow_rows(batch: list) -> None:
     record("batch", ids=[kwargs["id"] for kwargs in batch])
     time.sleep(float(batch[0]["seconds"]))
+
+
+@task(batch=25, batch_wait=5)
+def stall_rows_once(batch: list) -> None:
+    """The first call of the worker sleeps 30 s (long enough to be killed); the next ones return at once."""
+    try:
+        with open(os.environ["SQSMASTER_TEST_RECORD"]) as lines:
+            first = not any('"batch"' in line for line in lines)
+    except FileNotFoundError:
+        first = True
+    record("batch", ids=[kwargs["id"] for kwargs in batch])
+    if first:
+        time.sleep(30)

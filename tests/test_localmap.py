@@ -190,3 +190,43 @@ def test_a_parent_stopped_by_a_signal_leaves_no_call_or_grandchild_behind(tmp_pa
     while [pid for pid in pids if alive(pid)] and time.monotonic() < deadline:
         time.sleep(0.05)
     assert [pid for pid in pids if alive(pid)] == []
+
+
+class Unloadable(Exception):
+    """An exception that pickles, but whose unpickling fails: pickle calls ``Unloadable(*args)`` with one arg."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(code)
+        self.detail = detail
+
+
+def returns_unloadable(x: int) -> object:
+    return Unloadable("E42", "returned, not raised") if x == 1 else x
+
+
+def test_a_return_value_that_cannot_be_unpickled_does_not_stop_the_map():
+    # Given a call whose value pickles in the child but cannot be unpickled in the parent
+    results = sqsmaster.map(returns_unloadable, range(4), processes=2)
+    # Then every other item still has its value; that item succeeded, its value lost as an unpicklable one is
+    assert [r.value for r in results] == [0, None, 2, 3]
+    assert [r.outcome for r in results] == [Outcome.SUCCEEDED] * 4
+
+
+def forks_and_returns(x: int) -> tuple:
+    """A call that forks and whose forked copy returns too (it never calls os._exit): only the call's
+    own value is its result."""
+    pid = os.fork()
+    if pid:
+        time.sleep(0.2)  # the copy ends first: what it does must not be taken for the call's result
+        os.waitpid(pid, 0)
+        return ("call", x)
+    if x == 1:
+        sys.exit(0)  # the usual end of a forked worker process
+    if x == 2:
+        raise ValueError("the forked copy failed")
+    return ("forked copy", x)
+
+
+def test_a_call_that_forks_gets_its_own_result_whatever_its_forked_copy_does():
+    results = sqsmaster.map(forks_and_returns, range(3), processes=3)
+    assert [(r.outcome, r.value) for r in results] == [(Outcome.SUCCEEDED, ("call", x)) for x in range(3)]

@@ -418,3 +418,29 @@ def test_a_task_that_swallows_every_exception_forever_is_still_stopped_on_time()
         handler.run()
     assert handler.outcome == "timed out"
     assert handler.runtime < 0.5 + 0.7  # SIGTERM ends it at once; margin for a loaded machine
+
+
+class Unloadable(Exception):
+    """Pickles in the task process, but its unpickling fails (pickle calls ``Unloadable(*args)``, one arg short)."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(code)
+        self.detail = detail
+
+
+def test_a_task_whose_return_value_cannot_be_unpickled_still_succeeded_and_its_message_is_deleted():
+    class Returns(Recorded):
+        def run(self):
+            return Unloadable("E42", "returned, not raised")
+
+    tm = TaskManager("mem://unloadable")
+    tm.submit("Returns")
+    _, kwargs, message = next(tm.task_generator(wait_time=0, sqs_timeout=30))
+    value: object = "run() raised"
+    with Returns(message, sqs_timeout=30, alarm_timeout=10, **kwargs) as handler:
+        value = handler.run()
+    # The task ran to its end: its value (which a worker discards) is lost, not the success
+    assert value is None
+    assert (handler.outcome, handler.notified) == ("succeeded", [])
+    assert tm.attributes()["ApproximateNumberOfMessages"] == "0"
+    assert tm.attributes()["ApproximateNumberOfMessagesNotVisible"] == "0"

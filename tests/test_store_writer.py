@@ -185,3 +185,20 @@ def test_periodic_jobs_run_in_the_writer_thread_and_their_failures_are_ignored()
     writer.close(timeout=5)
     assert calls == ["sqsmaster-store-writer"]
     assert writer.failed == 0  # a periodic read that fails loses no record
+
+
+def test_an_outage_still_on_at_the_end_is_logged_with_every_record_it_lost(store, caplog):
+    # Given a store that fails from the second write on (a full disk) and never answers again
+    caplog.set_level(logging.INFO, logger="sqsmaster.store.writer")
+    writer = writer_for(store)
+    writer.submit(write("before"))
+    wait_until(lambda: store.written == ["before"])
+    store.failing = True
+    for value in range(5):
+        writer.submit(write(value))
+    wait_until(lambda: writer.failed == 5)
+    # When the worker ends
+    assert writer.close(timeout=5) == 0
+    # Then the log says how many records the outage lost in all, not only the first one
+    messages = [record.getMessage() for record in caplog.records]
+    assert any("5 record(s) lost during the outage" in m and "still unreachable" in m for m in messages), messages

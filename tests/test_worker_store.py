@@ -273,3 +273,81 @@ def test_cancelled_messages_are_left_out_of_a_batch_task_s_call(make_queue, sqs_
     assert called == [n for n in range(20) if n not in (0, 7, 19)]
     assert [rows_of(sqlite_store_url, ids[n])[0].outcome for n in (0, 7, 19)] == ["cancelled"] * 3
     assert queue_counts(sqs_client, url) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("victim", [0, 1, 2])
+def test_kill_of_any_message_of_a_running_batch_stops_the_call_and_only_that_message_obeys_then(
+        make_queue, sqs_client, worker, sqlite_store_url, capsys, victim):
+    store_url = sqlite_store_url
+    # Given a worker running one call of a batch task over three messages (it would sleep 30 s)
+    url = make_queue(visibility_timeout=30)
+    ids = [submit(sqs_client, url, "stall_rows_once", id=n) for n in range(3)]
+    run = worker(url, "--tasks", "tests.batch_tasks", "--store", store_url)
+    wait_for(lambda: [line["ids"] for line in records(run.record_path) if line["event"] == "batch"] != [], 20,
+             "the batch call to start")
+    [called] = [line["ids"] for line in records(run.record_path) if line["event"] == "batch"]
+    assert sorted(called) == [0, 1, 2], "the three messages were not gathered into one call"
+    for message_id in ids:
+        wait_running(store_url, message_id)
+    # When an operator kills one of them (the call's first message or another one), to be deleted
+    killed = ids[called[victim]]
+    kill_task(store_url, killed, "delete", capsys)
+    # Then the call stops (a flag poll and a heartbeat, 1 + 1 s; margins for a loaded machine); the killed
+    # message is deleted as ordered; the others were not ordered: visible again at once, they run again
+    wait_for(lambda: all(any(r.outcome for r in rows_of(store_url, m)) for m in ids), 15, "the kill to be recorded")
+    assert [(r.outcome, r.action) for r in rows_of(store_url, killed)] == [("killed", "deleted")], run.stderr
+    others = [m for m in ids if m != killed]
+    wait_for(lambda: all(len(rows_of(store_url, m)) == 2 and rows_of(store_url, m)[1].outcome for m in others),
+             20, "the others to run again")
+    for message_id in others:
+        first, second = rows_of(store_url, message_id)
+        assert (first.outcome, first.action) == ("killed", "released")
+        assert (second.attempt, second.outcome, second.action) == (2, "succeeded", "deleted")
+    wait_for(lambda: queue_counts(sqs_client, url) == (0, 0, 0), 10, "the queue to be empty")
+
+
+def test_a_message_cancelled_while_it_waits_prefetched_is_deleted_unrun(make_queue, sqs_client, worker,
+                                                                         sqlite_store_url, tmp_path, capsys):
+    store_url = sqlite_store_url
+    # Given a worker that received two 6 s tasks at once (--prefetch 1): one runs, the other waits behind it
+    url = make_queue(visibility_timeout=30)
+    ids = {name: submit(sqs_client, url, "nap", id=name, seconds=6) for name in ("a", "b")}
+    run = worker(url, "--until-empty", "--prefetch", "1", "--store", store_url)
+    wait_for(lambda: len(starts(run.record_path)) == 1, 20, "the first task to start")
+    [running] = starts(run.record_path)
+    waiting = ids["b" if running == "a" else "a"]
+    assert f"received message {waiting}" in run.stderr, "the other message was not received with the first"
+    # When an operator cancels the waiting message (received by the worker, not started)
+    assert main(["cancel", waiting, "--store", store_url]) == 0
+    assert run.wait(timeout=60) == 0, run.stderr
+    # Then it never runs: deleted unrun, recorded as cancelled, the order carried out
+    assert starts(run.record_path) == [running], run.stderr
+    assert queue_counts(sqs_client, url) == (0, 0, 0)
+    assert [(r.outcome, r.action) for r in rows_of(store_url, waiting)] == [("cancelled", "deleted")]
+    store = open_store(store_url, create=False)
+    assert store.flags([waiting]) == {}
+    store.close()
+
+
+
+def test_a_kill_whose_dead_letter_failed_stays_ordered_for_the_message_s_next_attempt(
+        make_queue, sqs_client, worker, sqlite_store_url, capsys):
+    store_url = sqlite_store_url
+    # Given a queue whose redrive target is gone, and a worker running a long task from it
+    url = make_queue(visibility_timeout=30, dead_letter=True, max_receive_count=5)
+    sqs_client.delete_queue(QueueUrl=make_queue.dead_letter_urls[url])
+    napping = submit(sqs_client, url, "nap", id="n", seconds=60)
+    run = worker(url, "--store", store_url)
+    wait_for(lambda: starts(run.record_path) == ["n"], 20, "the task to start")
+    wait_running(store_url, napping)
+    # When an operator kills it, to be dead-lettered, and the dead-letter queue cannot take it
+    kill_task(store_url, napping, "dead-letter", capsys)
+    wait_for(lambda: any(r.outcome for r in rows_of(store_url, napping)), 15, "the kill to be recorded")
+    [row] = rows_of(store_url, napping)
+    assert (row.outcome, row.action) == ("killed", "kept"), run.stderr
+    # Then the message is kept (hidden, not lost), and the order is not spent: when the message comes back,
+    # its next attempt is killed too and its dead-letter tried again, instead of the task running in full
+    assert queue_counts(sqs_client, url) == (0, 1, 0)
+    store = open_store(store_url, create=False)
+    assert [(flag.kind, flag.then) for flag in store.flags([napping]).values()] == [("kill", "dead-letter")]
+    store.close()

@@ -158,6 +158,11 @@ class StoreWriter:
             self._pending.clear()
             writing = int(self._busy and self._kind == "write")
         self._thread.join(max(min(deadline - self._clock(), 0.5), 0.0))
+        with self._cond:
+            down, lost_in_outage = self._down, self.lost - self._lost_at_outage
+        if down:  # its end is never logged: say here what it lost, not only its first record
+            logger.error("job store %s still unreachable at the worker's end: %d record(s) lost during the outage "
+                         "(%d in all)", self.url, lost_in_outage, self.lost)
         if left or writing:
             logger.error("job store %s: %d record(s) not written within %.1fs of the worker's end (%d lost in all)",
                          self.url, left + writing, timeout, self.lost + left + writing)

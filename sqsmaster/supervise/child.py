@@ -286,7 +286,12 @@ class ChildProcess:
         signum = os.WTERMSIG(self.status) if os.WIFSIGNALED(self.status) else None
         code = os.WEXITSTATUS(self.status) if os.WIFEXITED(self.status) else None
         if code == 0 and self._output:
-            kind, *payload = pickle.loads(bytes(self._output))
+            try:
+                kind, *payload = pickle.loads(bytes(self._output))
+            except Exception as exc:  # only a value can fail to load: an error's payload is strings and bytes
+                logger.warning("task process %s: the result of run() cannot be unpickled (%s: %s); returning None",
+                               self.pid, type(exc).__name__, exc)
+                return None
             if kind == "ok":
                 return payload[0]
             type_name, message, text, original, out_of_memory = payload
@@ -331,10 +336,15 @@ def _child_main(task: Callable[[], Any], writer: int, parent_pid: int, max_memor
             watch_parent(parent_pid, os.getpgrp())
         if max_memory_mb is not None:
             _limit_memory(max_memory_mb)
+        task_pid = os.getpid()
         try:
             payload: tuple = ("ok", task())
         except BaseException as exc:
+            if os.getpid() != task_pid:
+                _leave_forked_copy(exc)
             payload = _describe(exc)
+        if os.getpid() != task_pid:
+            _leave_forked_copy(None)
         try:
             data = pickle.dumps(payload)
         except Exception as exc:
@@ -355,6 +365,22 @@ def _child_main(task: Callable[[], Any], writer: int, parent_pid: int, max_memor
             except Exception:
                 pass
         os._exit(code)
+
+
+def _leave_forked_copy(exc: BaseException | None) -> None:
+    """A process the task forked came back here (it returned, raised or called sys.exit): only the task's own
+    process may report a result (its pipe is shared), nor kill the watchdog. Exit as the copy asked."""
+    code = 0 if exc is None else 1
+    if isinstance(exc, SystemExit):
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    elif exc is not None:
+        traceback.print_exc()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    os._exit(code)
 
 
 def _limit_memory(max_memory_mb: float) -> None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Protocol
+from typing import Any, Protocol, Sequence
 
 from ..backends import Message
 from ..consumer import read_message
@@ -37,7 +37,7 @@ from .config import WorkerConfig
 from .deletes import DeleteBatcher
 from .events import AttemptStart, Observers
 from .jobs import record_from_message, submitted_at
-from .orders import drop_cancelled
+from .orders import drop_cancelled, finish_kill
 from .receiving import Receiver
 from .registry import TaskSpec
 from .signals import ShutdownSignals, block_stop_signals
@@ -60,7 +60,7 @@ class BatchLoop(Protocol):
     def payloads(self, message: Message) -> PayloadStore: ...
 
     def run_task(self, message: Message, spec: TaskSpec, name: str, kwargs: dict[str, Any], attempt: int,
-                 batch: list[dict[str, Any]] | None = None) -> Any: ...
+                 batch: list[dict[str, Any]] | None = None, members: Sequence[AttemptStart] = ()) -> Any: ...
 
 logger = logging.getLogger("sqsmaster.worker")
 
@@ -71,19 +71,23 @@ Member = tuple[Message, dict[str, Any], int]
 def run_batch(loop: BatchLoop, message: Message, spec: TaskSpec, name: str, kwargs: dict[str, Any], attempt: int,
               timeouts: tuple[float, float, float]) -> str | None:
     """Gather up to ``spec.batch`` messages of the task (``message`` first; fewer if ``--max-tasks`` leaves
-    fewer), run one call, settle them all; returns the call's outcome. Raises what the loop's ``run_task``
-    raises (WorkerShutdown), the other messages released."""
+    fewer), run one call, settle them all; returns the call's outcome (None when a stop signal came while it
+    gathered: then none ran, all are back with the loop's unstarted messages, released as they are). Raises
+    what the loop's ``run_task`` raises (WorkerShutdown), the other messages released."""
     assert spec.batch is not None
     limit = loop.config.max_tasks
     size = spec.batch if limit is None else max(1, min(spec.batch, limit - loop.ended))
     members = gather(loop, spec, name, size)
+    if loop.signals.stopping:  # stopped while gathering: no call starts, every message is released unrun
+        loop.pending.add([message, *(member for member, _, _ in members)])
+        return None
     leases = BatchLeases(members, timeouts[0], timeouts[1])
     started_at = time.time()
     batch = [kwargs] + [member_kwargs for _, member_kwargs, _ in members]
     log_event("batch", message.message_id, name, attempt, size=len(batch))
-    _announce(loop, spec, members, name, started_at, timeouts)
+    starts = _announce(loop, spec, members, name, started_at, timeouts)
     try:
-        handler = loop.run_task(message, spec, name, kwargs, attempt, batch=batch)
+        handler = loop.run_task(message, spec, name, kwargs, attempt, batch=batch, members=starts)
     except BaseException:
         leases.release()
         raise
@@ -94,15 +98,18 @@ def run_batch(loop: BatchLoop, message: Message, spec: TaskSpec, name: str, kwar
 
 
 def _announce(loop: BatchLoop, spec: TaskSpec, members: list[Member], name: str, started_at: float,
-              timeouts: tuple[float, float, float]) -> None:
-    """Tell the worker's observers each other message's attempt starts (the first one's is told by the loop)."""
+              timeouts: tuple[float, float, float]) -> list[AttemptStart]:
+    """Tell the worker's observers each other message's attempt starts (the first one's is told by the loop);
+    returns those attempts (their kill orders stop the call too)."""
     if not loop.events.observers:
-        return
+        return []
     isolation = spec.isolation or loop.config.isolation
-    for message, kwargs, attempt in members:
-        loop.events.attempt_started(AttemptStart(message.message_id, message.queue.url, name, attempt, kwargs,
-                                                 started_at, started_at + timeouts[2], timeouts[0], isolation,
-                                                 submitted_at(message)))
+    starts = [AttemptStart(message.message_id, message.queue.url, name, attempt, kwargs, started_at,
+                           started_at + timeouts[2], timeouts[0], isolation, submitted_at(message))
+              for message, kwargs, attempt in members]
+    for start in starts:
+        loop.events.attempt_started(start)
+    return starts
 
 
 def gather(loop: BatchLoop, spec: TaskSpec, name: str, size: int, clock: Any = time.monotonic) -> list[Member]:
@@ -112,6 +119,8 @@ def gather(loop: BatchLoop, spec: TaskSpec, name: str, size: int, clock: Any = t
     held = []
     while (message := loop.pending.pop()) is not None:
         held.append(message)
+    if held and loop.events.observers:  # cancels ordered while they waited their turn here
+        held = drop_cancelled(held, loop.events, loop.outcomes)
     # The first message (and each gathered one) waits unheartbeated until the call starts: never past half
     # of the visibility its receive gave it.
     deadline = clock() + min(spec.batch_wait, loop.receiver.visibility_timeout / 2)
@@ -180,6 +189,8 @@ def settle(loop: BatchLoop, handler: Any, members: list[Member], name: str, star
         try:
             if succeeded:
                 action, delay = _delete(loop, message), None
+            elif handler.outcome == Outcome.KILLED:
+                action, delay = _after_kill(loop, handler, message), None
             else:
                 action, delay = _hand_back(loop, handler, message, attempt)
             outcome = Outcome.SUCCEEDED if succeeded else handler.outcome or Outcome.FAILED
@@ -198,6 +209,17 @@ def _delete(loop: BatchLoop, message: Message) -> Action:
     loop.deletes.add(message)
     loop.order.settle(message, succeeded=True)
     return Action.DELETED
+
+
+def _after_kill(loop: BatchLoop, handler: Any, message: Message) -> Action:
+    """A killed call: a message the operator ordered killed goes where its order says; the others of the
+    batch were not ordered, so they are visible again at once, to run in another call."""
+    loop.order.settle(message, succeeded=False)
+    killed: dict[str, str | None] = getattr(handler, "killed", {})
+    if message.message_id in killed:
+        return finish_kill(message, killed[message.message_id], loop.outcomes.dead_letter(message))
+    Lease(message).release(0)
+    return Action.RELEASED
 
 
 def _hand_back(loop: BatchLoop, handler: Any, message: Message, attempt: int) -> tuple[Action, int | None]:

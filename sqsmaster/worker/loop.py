@@ -15,7 +15,7 @@ import logging
 import os
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from ..backends import Message, QueueBackend
 from ..consumer import read_message
@@ -127,7 +127,7 @@ class WorkerLoop:
                     ", ".join(self.config.queues), ", ".join(self.registry.names()),
                     ", ".join(d.mode for d in self.outcomes.dead_letters.values()))
         while not self._should_stop():
-            message = self.pending.pop() or self._receive()
+            message = self._next_pending() or self._receive()
             if message is None:
                 if self.config.until_empty and not len(self.pending) and self.receiver.all_empty():
                     logger.info("every queue is empty: stopping (--until-empty)")
@@ -169,6 +169,14 @@ class WorkerLoop:
 
     def _orphaned(self) -> bool:
         return self._parent is not None and os.getppid() != self._parent
+
+    def _next_pending(self) -> Message | None:
+        """The next received message that waited its turn here, unless an operator cancelled it meanwhile
+        (it is then deleted unrun: one bounded store read per waiting message, as for a receive)."""
+        while (message := self.pending.pop()) is not None:
+            if not self.events.observers or drop_cancelled([message], self.events, self.outcomes):
+                return message
+        return None
 
     def _receive(self) -> Message | None:
         want = 1 + self.config.prefetch
@@ -267,8 +275,9 @@ class WorkerLoop:
         return self._payload_stores[where]
 
     def run_task(self, message: Message, spec: TaskSpec, name: str, kwargs: dict[str, Any], attempt: int,
-                 batch: list[dict[str, Any]] | None = None) -> Any:
-        """Run the task under its handler (a batch task's call with ``batch``); returns the ended handler."""
+                 batch: list[dict[str, Any]] | None = None, members: Sequence[AttemptStart] = ()) -> Any:
+        """Run the task under its handler (a batch task's call with ``batch``, the other messages' attempts
+        ``members``); returns the ended handler."""
         sqs_timeout, alarm_timeout, hard_timeout = task_timeouts(self.config, spec)
         handler = spec.handler_class(self.config.isolation)(
             message, sqs_timeout=sqs_timeout, alarm_timeout=alarm_timeout, hard_timeout=hard_timeout)
@@ -282,7 +291,7 @@ class WorkerLoop:
         started_at = time.time()
         self._observe(handler, AttemptStart(message.message_id, message.queue.url, name, attempt, kwargs, started_at,
                                             started_at + hard_timeout, sqs_timeout, handler.isolation,
-                                            submitted_at(message)))
+                                            submitted_at(message)), members)
         log_event("started", message.message_id, name, attempt, isolation=handler.isolation)
         try:
             with handler, self.signals.running_task():
@@ -296,20 +305,26 @@ class WorkerLoop:
         self.outcomes.after_run(message, handler, name, attempt, started_at)
         return handler
 
-    def _observe(self, handler: Any, start: AttemptStart) -> None:
-        """Tell the observers the attempt starts, and hook its heartbeat ticks (and an operator's kill) to them."""
+    def _observe(self, handler: Any, start: AttemptStart, members: Sequence[AttemptStart] = ()) -> None:
+        """Tell the observers the attempt starts, and hook its heartbeat ticks (and an operator's kill of it or
+        of any other message of its batch, ``members``) to them. ``handler.killed`` maps each message id whose
+        kill order the call obeyed to its ``then``."""
         if not self.events.observers:
             return
         self.events.attempt_started(start)
         task_running, beats = handler.running, iter(range(1, 1 << 62))
+        handler.killed = {}
 
         def running() -> bool:  # on the heartbeat thread, once per beat
             self.events.heartbeat(start, time.time(), next(beats))
             self.events.heartbeat_lag(start, handler.heartbeat_lag())
-            order = self.events.kill_order(start)
-            if order is not None:
-                handler.kill_then = order.then
-                handler.kill(order.reason)
+            for each in (start, *members):  # one call for the whole batch: a kill of any of them stops it
+                order = self.events.kill_order(each)
+                if order is not None:
+                    handler.killed[each.message_id] = order.then
+                    if each is start:  # the others of a batch are only released (see batches.settle)
+                        handler.kill_then = order.then
+                    handler.kill(order.reason)
             return bool(task_running()) and self.events.keep_running(start)
 
         handler.running = running

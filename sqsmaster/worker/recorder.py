@@ -122,8 +122,10 @@ class StoreRecorder(WorkerEvents):
         row = self._row_of(record, start, beat)
         self.writer.submit(lambda store: store.put_attempt(row))
         # A flag is spent once carried out, or once its message is gone; a kill that came after the task
-        # failed on its own stays for the message's next attempt.
-        carried_out = row.outcome == "killed" or (row.outcome == "cancelled" and row.action == "deleted")
+        # failed on its own stays for the message's next attempt, and so does a kill whose --then could not be
+        # done (the message kept: its next attempt is killed and the --then tried again, not run in full).
+        carried_out = ((row.outcome == "killed" and row.action != "kept")
+                       or (row.outcome == "cancelled" and row.action == "deleted"))
         if carried_out or (flag is not None and row.outcome == "succeeded"):
             with self._lock:
                 self._kills.pop(record.message_id, None)
