@@ -1,7 +1,31 @@
 """The DynamoDB job store's table: its URL, its bounded client, its item encoding and its creation.
 
-:mod:`sqsmaster.store.dynamodb` is the store; this module is what it stands on. The
-table's layout is described there.
+:mod:`sqsmaster.store.dynamodb` is the store; this module is what it stands on.
+
+Layout: one table, string keys ``pk`` / ``sk``::
+
+    item       pk                sk                       other keys
+    attempt    M#<message id>    attempt#<10 digits>      shard, when; running (only while it runs)
+    flag       M#<message id>    flag
+    worker     WORKERS           <host>:<pid>
+    claim      C#<key>           claim
+    schedule   S#<schedule>      fired                    (the latest slot a periodic task was sent for)
+    action     ACTIONS           <at>#<ns>#<random>
+
+``when`` is ``<started, 17 characters>#<message id>#<attempt>``: unique, and sorting as the start
+time does. Two global secondary indexes, both sorted by ``when``:
+
+- ``by_start`` (partition ``shard`` = ``s0``..``s3``, from a hash of the message id): the newest-first
+  listing. A page queries the four shards downwards from the cursor and merges them; the cursor is
+  the last ``when`` shown (opaque to callers), so new rows never shift a walk in progress. It carries
+  only the attributes filters read (none of which a heartbeat changes), so a heartbeat costs no index
+  write; a page's full rows are then read with one BatchGetItem. Why shards and not a day bucket: a
+  day bucket puts all of a day's writes on one index partition (about 1,000 write units/s, and a
+  throttled index throttles the table), and a newest-first walk would hop day by day with no natural
+  end. Four shards take four times that write rate (a fleet writes twice per task to this index: a
+  fleet would need ~2,000 task starts/s to be throttled) at the price of four small queries per page.
+- ``running`` (partition ``running`` = the shard, present only while the attempt runs: a sparse
+  index, keys only): running and stale rows without a scan; its size is the fleet's busy slots.
 """
 
 from __future__ import annotations
@@ -225,6 +249,28 @@ def filter_expression(where: JobFilter, names: dict[str, str], values: dict[str,
 
 
 # -- the table --
+
+#: Items a query reads per call while walking an index.
+_SCAN = 200
+
+
+def when_range(where: JobFilter, below: str) -> tuple[str, str]:
+    """The listing index's ``when`` range for ``where``'s since/until, under ``below`` (a cursor)."""
+    low = f"{where.since:017.6f}" if where.since is not None else "0"
+    if where.until is not None:
+        below = min(below, f"{where.until:017.6f}$")  # '$' sorts after '#': every row started at `until`
+    return low, below
+
+
+def listing_query(shard: int, low: str, below: str, where: JobFilter) -> dict[str, Any]:
+    """A Query of one shard of the listing index, newest first, ``low <= when <= below``, filtered."""
+    request: dict[str, Any] = {
+        "IndexName": BY_START, "ScanIndexForward": False, "Limit": _SCAN,
+        "KeyConditionExpression": "#shard = :shard AND #when BETWEEN :low AND :below"}
+    request.update(filter_expression(where, {"#shard": "shard", "#when": "when"},
+                                     {":shard": {"S": f"s{shard}"}, ":low": {"S": low}, ":below": {"S": below}}))
+    return request
+
 
 def _index(name: str, partition: str, projection: dict[str, Any]) -> dict[str, Any]:
     return {"IndexName": name, "Projection": projection,

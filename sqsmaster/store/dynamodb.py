@@ -6,30 +6,8 @@ boto3's own ``AWS_ENDPOINT_URL_DYNAMODB`` / ``AWS_ENDPOINT_URL``), ``keep_succee
 ``read_timeout`` (seconds, default 5: a slow local server may need more).
 ``create=True`` (and ``sqsmaster store create URL``) makes the table, on-demand, with TTL on.
 
-Layout: one table, string keys ``pk`` / ``sk``::
-
-    item       pk                sk                       other keys
-    attempt    M#<message id>    attempt#<10 digits>      shard, when; running (only while it runs)
-    flag       M#<message id>    flag
-    worker     WORKERS           <host>:<pid>
-    claim      C#<key>           claim
-    schedule   S#<schedule>      fired                    (the latest slot a periodic task was sent for)
-    action     ACTIONS           <at>#<ns>#<random>
-
-``when`` is ``<started, 17 characters>#<message id>#<attempt>``: unique, and sorting as the start
-time does. Two global secondary indexes, both sorted by ``when``:
-
-- ``by_start`` (partition ``shard`` = ``s0``..``s3``, from a hash of the message id): the newest-first
-  listing. A page queries the four shards downwards from the cursor and merges them; the cursor is
-  the last ``when`` shown (opaque to callers), so new rows never shift a walk in progress. It carries
-  only the attributes filters read (none of which a heartbeat changes), so a heartbeat costs no index
-  write; a page's full rows are then read with one BatchGetItem. Why shards and not a day bucket: a
-  day bucket puts all of a day's writes on one index partition (about 1,000 write units/s, and a
-  throttled index throttles the table), and a newest-first walk would hop day by day with no natural
-  end. Four shards take four times that write rate (a fleet writes twice per task to this index: a
-  fleet would need ~2,000 task starts/s to be throttled) at the price of four small queries per page.
-- ``running`` (partition ``running`` = the shard, present only while the attempt runs: a sparse
-  index, keys only): running and stale rows without a scan; its size is the fleet's busy slots.
+The table's layout (items, keys, the two indexes and why) is described in
+:mod:`sqsmaster.store.dynamo_table`, beside its definition.
 
 Claims are conditional writes (``attribute_not_exists(pk) OR expires <= :now OR owner = :owner``):
 atomic across hosts. Workers share one partition (a fleet's worker rows are few and write rarely);
@@ -62,7 +40,6 @@ from .base import (
     matches,
 )
 from .dynamo_table import (
-    BY_START,
     RUNNING,
     SHARDS,
     TTL_ATTRIBUTE,
@@ -73,17 +50,16 @@ from .dynamo_table import (
     describe,
     encode_cursor,
     field_types,
-    filter_expression,
     from_item,
+    listing_query,
     make_client,
     parse_table_url,
     shard_of,
     to_item,
     when_of,
+    when_range,
 )
 
-#: Items a query reads per call while walking an index.
-_SCAN = 200
 #: DynamoDB's bounds on one BatchGetItem / BatchWriteItem.
 BATCH_GET, BATCH_WRITE = 100, 25
 
@@ -242,23 +218,10 @@ class DynamoStore:
         # every other part of a filter is DynamoDB's to apply: it counts, and sends no row back
         total = 0
         for shard in range(SHARDS):
-            request = {**self._listing(shard, *self._bounds(where, _HIGHEST), where), "Select": "COUNT"}
+            request = {**listing_query(shard, *when_range(where, _HIGHEST), where), "Select": "COUNT"}
             del request["Limit"]
-            while True:
-                answer = self._call("Query", **request)
-                total += int(answer.get("Count", 0))
-                if "LastEvaluatedKey" not in answer:
-                    break
-                request["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
+            total += sum(int(answer.get("Count", 0)) for answer in self._pages(request))
         return total
-
-    @staticmethod
-    def _bounds(where: JobFilter, below: str) -> tuple[str, str]:
-        """The listing index's ``when`` range for ``where``'s since/until, under ``below`` (a cursor)."""
-        low = f"{where.since:017.6f}" if where.since is not None else "0"
-        if where.until is not None:
-            below = min(below, f"{where.until:017.6f}$")  # '$' sorts after '#': every row started at `until`
-        return low, below
 
     def _matching(self, where: JobFilter, now: float, below: str) -> Iterator[tuple[str, AttemptRow]]:
         """``(when, row)`` of matching attempts with ``when < below``, newest first. Rows from the listing
@@ -266,7 +229,7 @@ class DynamoStore:
         if where.status in ("running", "stale"):
             yield from self._running(where, now, below)
             return
-        low, below = self._bounds(where, below)
+        low, below = when_range(where, below)
         walks = [self._walk(shard, low, below, where) for shard in range(SHARDS)]
         for item in heapq.merge(*walks, key=lambda item: item["when"]["S"], reverse=True):
             row = AttemptRow(**from_item(item, _ATTEMPT))
@@ -276,23 +239,8 @@ class DynamoStore:
     def _walk(self, shard: int, low: str, below: str, where: JobFilter) -> Iterator[dict[str, Any]]:
         """One shard of the listing index, newest first, from just below ``below`` down to ``low``; the
         filter's simple parts are applied by DynamoDB (:func:`matches` checks everything again)."""
-        request = self._listing(shard, low, below, where)
-        while True:
-            answer = self._call("Query", **request)
+        for answer in self._pages(listing_query(shard, low, below, where)):
             yield from (item for item in answer.get("Items", []) if item["when"]["S"] < below)
-            if "LastEvaluatedKey" not in answer:
-                return
-            request["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
-
-    @staticmethod
-    def _listing(shard: int, low: str, below: str, where: JobFilter) -> dict[str, Any]:
-        """A Query of one shard of the listing index, newest first, ``low <= when <= below``, filtered."""
-        request: dict[str, Any] = {
-            "IndexName": BY_START, "ScanIndexForward": False, "Limit": _SCAN,
-            "KeyConditionExpression": "#shard = :shard AND #when BETWEEN :low AND :below"}
-        request.update(filter_expression(where, {"#shard": "shard", "#when": "when"},
-                                         {":shard": {"S": f"s{shard}"}, ":low": {"S": low}, ":below": {"S": below}}))
-        return request
 
     def _running(self, where: JobFilter, now: float, below: str) -> Iterator[tuple[str, AttemptRow]]:
         keys = []
@@ -301,13 +249,8 @@ class DynamoStore:
                 "IndexName": RUNNING, "KeyConditionExpression": "#running = :shard",
                 "ExpressionAttributeNames": {"#running": "running"},
                 "ExpressionAttributeValues": {":shard": {"S": f"s{shard}"}}}
-            while True:
-                answer = self._call("Query", **request)
-                keys += [{"pk": item["pk"], "sk": item["sk"]} for item in answer.get("Items", [])
-                         if item["when"]["S"] < below]
-                if "LastEvaluatedKey" not in answer:
-                    break
-                request["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
+            keys += [{"pk": item["pk"], "sk": item["sk"]} for item in self._query_all(request)
+                     if item["when"]["S"] < below]
         items = sorted(self._batch_get(keys), key=lambda item: item["when"]["S"], reverse=True)
         for item in items:
             row = AttemptRow(**from_item(item, _ATTEMPT))
@@ -334,12 +277,15 @@ class DynamoStore:
         return [AttemptRow(**from_item(item, _ATTEMPT)) for item in self._query_all(request)]
 
     def _query_all(self, request: dict[str, Any]) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = []
+        return [item for answer in self._pages(request) for item in answer.get("Items", [])]
+
+    def _pages(self, request: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """Each answer of a Query, following ``LastEvaluatedKey`` to the end."""
         while True:
             answer = self._call("Query", **request)
-            items += answer.get("Items", [])
+            yield answer
             if "LastEvaluatedKey" not in answer:
-                return items
+                return
             request = {**request, "ExclusiveStartKey": answer["LastEvaluatedKey"]}
 
     def workers(self) -> list[WorkerRow]:

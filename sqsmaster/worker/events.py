@@ -12,8 +12,9 @@ messages to delete unrun.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 from .worklog import AttemptRecord
 
@@ -72,6 +73,7 @@ class WorkerEvents:
         """Asked once per received batch, before any of it runs: the ids to delete unrun (outcome
         ``cancelled``). Must answer within a second or so: the batch waits for it."""
         return set()
+
     def kill_requested(self, start: AttemptStart) -> None:
         """An observer's ``keep_running`` said False: the task is being stopped (told at each tick until it is)."""
 
@@ -126,3 +128,27 @@ class Observers(WorkerEvents):
 
     def close(self, timeout: float) -> None:
         self._each("close", None, timeout)
+
+    def watch(self, handler: Any, start: AttemptStart, members: Sequence[AttemptStart] = ()) -> None:
+        """Tell the observers the attempt starts, and hook its handler's heartbeat ticks (and an operator's kill
+        of it or of any other message of its batch, ``members``) to them. ``handler.killed`` maps each message
+        id whose kill order the call obeyed to its ``then``. Nothing is hooked without observers."""
+        if not self.observers:
+            return
+        self.attempt_started(start)
+        task_running, beats = handler.running, iter(range(1, 1 << 62))
+        handler.killed = {}
+
+        def running() -> bool:  # on the heartbeat thread, once per beat
+            self.heartbeat(start, time.time(), next(beats))
+            self.heartbeat_lag(start, handler.heartbeat_lag())
+            for each in (start, *members):  # one call for the whole batch: a kill of any of them stops it
+                order = self.kill_order(each)
+                if order is not None:
+                    handler.killed[each.message_id] = order.then
+                    if each is start:  # the others of a batch are only released (see batches.settle)
+                        handler.kill_then = order.then
+                    handler.kill(order.reason)
+            return bool(task_running()) and self.keep_running(start)
+
+        handler.running = running

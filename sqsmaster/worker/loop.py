@@ -289,9 +289,9 @@ class WorkerLoop:
         if self.config.notify is not None:
             handler.notify = self.config.notify  # type: ignore[method-assign]
         started_at = time.time()
-        self._observe(handler, AttemptStart(message.message_id, message.queue.url, name, attempt, kwargs, started_at,
-                                            started_at + hard_timeout, sqs_timeout, handler.isolation,
-                                            submitted_at(message)), members)
+        start = AttemptStart(message.message_id, message.queue.url, name, attempt, kwargs, started_at,
+                             started_at + hard_timeout, sqs_timeout, handler.isolation, submitted_at(message))
+        self.events.watch(handler, start, members)
         log_event("started", message.message_id, name, attempt, isolation=handler.isolation)
         try:
             with handler, self.signals.running_task():
@@ -304,30 +304,6 @@ class WorkerLoop:
             raise
         self.outcomes.after_run(message, handler, name, attempt, started_at)
         return handler
-
-    def _observe(self, handler: Any, start: AttemptStart, members: Sequence[AttemptStart] = ()) -> None:
-        """Tell the observers the attempt starts, and hook its heartbeat ticks (and an operator's kill of it or
-        of any other message of its batch, ``members``) to them. ``handler.killed`` maps each message id whose
-        kill order the call obeyed to its ``then``."""
-        if not self.events.observers:
-            return
-        self.events.attempt_started(start)
-        task_running, beats = handler.running, iter(range(1, 1 << 62))
-        handler.killed = {}
-
-        def running() -> bool:  # on the heartbeat thread, once per beat
-            self.events.heartbeat(start, time.time(), next(beats))
-            self.events.heartbeat_lag(start, handler.heartbeat_lag())
-            for each in (start, *members):  # one call for the whole batch: a kill of any of them stops it
-                order = self.events.kill_order(each)
-                if order is not None:
-                    handler.killed[each.message_id] = order.then
-                    if each is start:  # the others of a batch are only released (see batches.settle)
-                        handler.kill_then = order.then
-                    handler.kill(order.reason)
-            return bool(task_running()) and self.events.keep_running(start)
-
-        handler.running = running
 
     def _attempt_ended(self, record: AttemptRecord) -> None:
         self.events.attempt_ended(record)
