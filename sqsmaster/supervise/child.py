@@ -24,7 +24,7 @@ import signal
 import sys
 import time
 import traceback
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 from ..errors import MemoryCapExceeded, TaskCrashed, TaskFailed
 
@@ -359,12 +359,7 @@ def _child_main(task: Callable[[], Any], writer: int, parent_pid: int, max_memor
         code = 70
         traceback.print_exc()
     finally:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except Exception:
-                pass
-        os._exit(code)
+        _exit_flushed(code)
 
 
 def _leave_forked_copy(exc: BaseException | None) -> None:
@@ -375,6 +370,11 @@ def _leave_forked_copy(exc: BaseException | None) -> None:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     elif exc is not None:
         traceback.print_exc()
+    _exit_flushed(code)
+
+
+def _exit_flushed(code: int) -> NoReturn:
+    """Flush what the task printed, then leave at once (no atexit handler, no parent's cleanup)."""
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
