@@ -18,6 +18,8 @@ from sqsmaster import Registry, every
 from sqsmaster.store import open_store
 from sqsmaster.worker.scheduler import CLAIM_TTL, QueueSender, Scheduler, slot_key
 
+#: The job stores every test runs on: a claim is a conditional write in each (INSERT OR IGNORE; attribute_not_exists).
+STORES = ["sqlite", "dynamodb"]
 T0 = 1_800_000_000.0  # on the 10-minute grid (a multiple of 600)
 PERIOD = 600
 
@@ -46,9 +48,10 @@ def make_registry(**schedule: Any) -> Registry:
     return registry
 
 
-@pytest.fixture
-def store_url(tmp_path):
-    return f"sqlite:///{tmp_path}/jobs.db"
+@pytest.fixture(params=STORES)
+def store_url(request, make_store_url):
+    """Each test on a sqlite:// job store and on a DynamoDB table (moto's server, over HTTP)."""
+    return make_store_url(request.param)
 
 
 def scheduler(registry: Registry, store_url: str, queue_url: str, clock: Clock, owner: str, send: Any = None,

@@ -37,15 +37,16 @@ def overlapping(intervals: list[tuple[float, float, dict]]) -> list[tuple[str, s
     return [(a[2]["id"], b[2]["id"]) for a, b in zip(intervals, intervals[1:]) if b[0] < a[1]]
 
 
-def test_two_workers_run_ten_locked_tasks_one_at_a_time_and_dead_letter_none(make_queue, sqs_client, worker,
-                                                                             tmp_path):
+@pytest.mark.parametrize("kind", ["sqlite", "dynamodb"])
+def test_two_workers_run_ten_locked_tasks_one_at_a_time_and_dead_letter_none(kind, make_queue, sqs_client, worker,
+                                                                             tmp_path, make_store_url):
     # Given a queue whose redrive policy dead-letters a message at its 2nd receive, ten messages of a locked
-    # task (0.3 s each), and two workers on one job store
+    # task (0.3 s each), and two workers on one job store (a sqlite file, or a DynamoDB table on moto)
     url = make_queue(dead_letter=True, max_receive_count=2)
     ids = [f"x{index}" for index in range(10)]
     for one in ids:
         submit(sqs_client, url, "exclusive", id=one)
-    store = f"sqlite:///{tmp_path}/jobs.db"
+    store = make_store_url(kind)
     workers = [worker(url, "--store", store, "--until-empty") for _ in range(2)]
     # When both work until the queue is empty
     for run in workers:
