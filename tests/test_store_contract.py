@@ -42,6 +42,14 @@ def test_an_attempt_written_twice_is_one_row_with_the_last_values(store):
     assert (only.outcome, only.runtime) == ("succeeded", 3.0)
 
 
+def test_a_late_start_write_never_turns_a_finished_attempt_back_to_running(store):
+    # A start write that timed out (an ambiguous outcome) may land after the end was written.
+    store.put_attempt(row("m1", outcome="succeeded", ended=NOW + 1))
+    store.put_attempt(row("m1"))
+    assert [r.outcome for r in store.attempts_of("m1")] == ["succeeded"]
+    assert store.attempts(JobFilter(status="running"), NOW).rows == []
+
+
 def test_attempts_of_a_message_come_oldest_first(store):
     for attempt in (3, 1, 2):
         store.put_attempt(row("m1", NOW + attempt, attempt=attempt, outcome="failed"))

@@ -12,7 +12,7 @@ import boto3
 import pytest
 
 from sqsmaster.errors import ConfigurationError
-from sqsmaster.store import AttemptRow, JobFilter, StoreError, open_store
+from sqsmaster.store import AttemptRow, StoreError, open_store
 from sqsmaster.store.dynamo_table import CALL_BOUND, READ_TIMEOUT
 
 NOW = 1_800_000_000.0
@@ -90,14 +90,7 @@ def test_a_call_to_a_frozen_server_gives_up_within_its_bound(frozen_moto):
     assert "\n" not in str(raised.value)
     # And once the server answers again, so does the store. (The timed-out write, and botocore's retry of it, were
     # queued in the frozen server and may still land, in any order: that a late start never undoes an end is
-    # test_a_late_start_write_never_turns_a_finished_attempt_back_to_running, without moto's unlocked races.)
+    # test_store_contract.py's test_a_late_start_write_never_turns_a_finished_attempt_back_to_running, without
+    # moto's unlocked races.)
     store.put_attempt(AttemptRow("m2", 1, "t", "q", "h", 1, NOW, outcome="succeeded", ended=NOW + 1))
     assert [(r.message_id, r.outcome) for r in store.attempts_of("m2")] == [("m2", "succeeded")]
-
-
-def test_a_late_start_write_never_turns_a_finished_attempt_back_to_running(make_store_url):
-    store = open_store(make_store_url("dynamodb"))
-    store.put_attempt(AttemptRow("m1", 1, "t", "q", "h", 1, NOW, outcome="succeeded", ended=NOW + 1))
-    store.put_attempt(AttemptRow("m1", 1, "t", "q", "h", 1, NOW))
-    assert [r.outcome for r in store.attempts_of("m1")] == ["succeeded"]
-    assert store.attempts(JobFilter(status="running"), NOW).rows == []

@@ -240,7 +240,8 @@ class JobStore(Protocol):
 
     # -- what workers write (through the background writer, never on a task's clock) --
     def put_attempt(self, row: AttemptRow) -> None:
-        """Insert or replace the row of ``(row.message_id, row.attempt)``."""
+        """Insert or replace the row of ``(row.message_id, row.attempt)``; a running row (no outcome) never
+        replaces a finished one: an attempt ends once, and a start write may land after the end."""
 
     def heartbeat(self, message_id: str, attempt: int, at: float, heartbeats: int) -> None:
         """Record a heartbeat of a running attempt (no-op for an unknown or finished row)."""

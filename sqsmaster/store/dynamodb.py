@@ -132,8 +132,7 @@ class DynamoStore:
 
     # -- writes --
     def put_attempt(self, row: AttemptRow) -> None:
-        """As the protocol says, except that a running row never replaces a finished one: an attempt ends once,
-        and a start write that timed out may still land after the end was written (an ambiguous outcome)."""
+        """As the protocol says: the running row's write is conditional on the row having no outcome."""
         if row.outcome is not None:
             self._call("PutItem", Item=self._attempt_item(row))
         else:

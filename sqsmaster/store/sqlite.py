@@ -105,8 +105,14 @@ class SqliteStore:
     # -- writes --
     def put_attempt(self, row: AttemptRow) -> None:
         values = asdict(row)
-        self._run(f"INSERT OR REPLACE INTO attempts ({', '.join(_ATTEMPT_COLUMNS)}) "
-                  f"VALUES ({', '.join('?' * len(_ATTEMPT_COLUMNS))})", [values[c] for c in _ATTEMPT_COLUMNS])
+        insert = (f"INTO attempts ({', '.join(_ATTEMPT_COLUMNS)}) "
+                  f"VALUES ({', '.join('?' * len(_ATTEMPT_COLUMNS))})")
+        if row.outcome is not None:
+            self._run(f"INSERT OR REPLACE {insert}", [values[c] for c in _ATTEMPT_COLUMNS])
+        else:  # a running row replaces only a running one: an attempt ends once
+            self._run(f"INSERT {insert} ON CONFLICT (message_id, attempt) DO UPDATE SET "
+                      f"{', '.join(f'{c} = excluded.{c}' for c in _ATTEMPT_COLUMNS)} WHERE outcome IS NULL",
+                      [values[c] for c in _ATTEMPT_COLUMNS])
 
     def heartbeat(self, message_id: str, attempt: int, at: float, heartbeats: int) -> None:
         self._run("UPDATE attempts SET last_heartbeat = ?, heartbeats = MAX(heartbeats, ?) "
