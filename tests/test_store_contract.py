@@ -165,6 +165,17 @@ def test_expiry_keeps_failures_longer_than_successes_and_never_drops_running_row
     assert [r.message_id for r in store.attempts(JobFilter(), NOW).rows] == ["running"]
 
 
+def test_sqlite_expiry_drops_old_orders_and_workers_as_dynamodb_s_ttl_does(make_store_url):
+    store = open_store(make_store_url("sqlite"))
+    store.set_flag(Flag("old", "cancel", "ops", NOW, "delete"))
+    store.set_flag(Flag("new", "cancel", "ops", NOW + 6 * 86400, "delete"))
+    store.put_worker(WorkerRow("h1", 1, started=NOW, last_seen=NOW))
+    store.put_worker(WorkerRow("h1", 2, started=NOW, last_seen=NOW + 6 * 86400))
+    store.expire(NOW + 8 * 86400, success_ttl=86400, failure_ttl=7 * 86400)
+    assert set(store.flags(["old", "new"])) == {"new"}
+    assert [w.pid for w in store.workers()] == [2]
+
+
 def test_actions_are_an_audit_trail_newest_first(store):
     from sqsmaster.store import ActionRow
 

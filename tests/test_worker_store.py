@@ -195,6 +195,27 @@ def test_a_cancelled_message_is_deleted_unrun_and_the_others_run(make_queue, sqs
     store.close()
 
 
+def test_a_cancel_that_came_while_its_task_ran_is_spent_when_the_task_succeeds(make_queue, sqs_client, worker,
+                                                                                sqlite_store_url, capsys):
+    # Given a task running for 4 s
+    url = make_queue(visibility_timeout=30)
+    napping = submit(sqs_client, url, "nap", id="n", seconds=4)
+    run = worker(url, "--store", sqlite_store_url, "--until-empty")
+    wait_for(lambda: starts(run.record_path) == ["n"], 20, "the task to start")
+    wait_running(sqlite_store_url, napping)
+    # When an operator cancels its message while it runs (the CLI warns that only kill stops it)
+    assert main(["cancel", napping, "--store", sqlite_store_url]) == 0
+    assert "is running now" in capsys.readouterr().err
+    # Then the task runs to its end and succeeds, its message is deleted, and the order is spent, not left
+    # pending for a message that is gone
+    assert run.wait(timeout=60) == 0, run.stderr
+    assert [(r.outcome, r.action) for r in rows_of(sqlite_store_url, napping)] == [("succeeded", "deleted")]
+    assert queue_counts(sqs_client, url) == (0, 0, 0)
+    store = open_store(sqlite_store_url, create=False)
+    assert store.flags([napping]) == {}
+    store.close()
+
+
 def test_a_locked_store_delays_no_task_and_the_log_counts_what_the_outage_lost(
         make_queue, sqs_client, worker, sqlite_store_url, tmp_path):
     store_url = sqlite_store_url

@@ -304,7 +304,9 @@ class JobStore(Protocol):
         """The latest operator actions, newest first."""
 
     def expire(self, now: float, success_ttl: float = SUCCESS_TTL, failure_ttl: float = FAILURE_TTL) -> int:
-        """Drop finished attempts older than their time to live; returns how many went."""
+        """Drop finished attempts older than their time to live; returns how many went. Orders (flags) given and
+        worker rows last seen more than ``failure_ttl`` ago go too, here or by the store's own expiry (DynamoDB's
+        TTL attribute); the actions (the audit trail) stay."""
 
     def close(self) -> None:
         """Let go of connections; the store is not used afterwards."""

@@ -255,7 +255,10 @@ class SqliteStore:
                          (now - success_ttl, now - failure_ttl))[0][0]
         self._run("DELETE FROM attempts WHERE outcome IS NOT NULL AND ((outcome = 'succeeded' AND ended < ?) OR "
                   "(outcome != 'succeeded' AND ended < ?))", (now - success_ttl, now - failure_ttl))
+        # what DynamoDB's TTL attribute does there: orders and worker rows older than the failure TTL go too
         self._run("DELETE FROM claims WHERE expires < ?", (now - failure_ttl,))
+        self._run("DELETE FROM flags WHERE at < ?", (now - failure_ttl,))
+        self._run("DELETE FROM workers WHERE last_seen < ?", (now - failure_ttl,))
         return int(gone)
 
     def close(self) -> None:

@@ -71,6 +71,7 @@ class StoreRecorder(WorkerEvents):
         self._running: dict[str, AttemptStart] = {}
         self._beats: dict[str, tuple[float, int]] = {}
         self._kills: dict[str, Flag] = {}
+        self._late_cancels: set[str] = set()  # cancels ordered while their message ran: spent if it succeeds
         now = time.time()
         self._row = WorkerRow(self.host, self.pid, now, now, __version__, list(queues), concurrency=1)
         opener = opener or (lambda: open_store(url))
@@ -118,15 +119,18 @@ class StoreRecorder(WorkerEvents):
             if start is not None and start.attempt != record.attempt:
                 start = None
             flag = self._kills.get(record.message_id)
+            late_cancel = record.message_id in self._late_cancels
+            self._late_cancels.discard(record.message_id)
             beat = self._beats.pop(record.message_id, None)
         row = self._row_of(record, start, beat)
         self.writer.submit(lambda store: store.put_attempt(row))
-        # A flag is spent once carried out, or once its message is gone; a kill that came after the task
+        # A flag is spent once carried out, or once its message is gone (a kill, or a cancel that came while the
+        # task ran, whose task then succeeded); a kill that came after the task
         # failed on its own stays for the message's next attempt, and so does a kill whose --then could not be
         # done (the message kept: its next attempt is killed and the --then tried again, not run in full).
         carried_out = ((row.outcome == "killed" and row.action != "kept")
                        or (row.outcome == "cancelled" and row.action == "deleted"))
-        if carried_out or (flag is not None and row.outcome == "succeeded"):
+        if carried_out or ((flag is not None or late_cancel) and row.outcome == "succeeded"):
             with self._lock:
                 self._kills.pop(record.message_id, None)
             message_id, ended = record.message_id, row.ended or time.time()
@@ -175,9 +179,11 @@ class StoreRecorder(WorkerEvents):
             ids = list(self._running)
         if not ids:
             return
-        kills = {mid: flag for mid, flag in store.flags(ids).items() if flag.kind == KILL}
+        flags = store.flags(ids)
         with self._lock:
-            self._kills.update(kills)
+            self._kills.update((mid, flag) for mid, flag in flags.items() if flag.kind == KILL)
+            self._late_cancels.update(mid for mid, flag in flags.items()
+                                      if flag.kind == CANCEL and mid in self._running)  # not ended meanwhile
 
     def _expire(self, store: JobStore) -> None:
         gone = store.expire(time.time(), self.keep_succeeded, self.keep_failed)
