@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sqsmaster.backends.sqs import SqsQueue
 from sqsmaster.errors import ConfigurationError, QueueDoesNotExist
+from sqsmaster.store import JobFilter, open_store
 from sqsmaster.supervise.policy import HeartbeatPolicy
 from sqsmaster.worker.events import AttemptStart, Observers, WorkerEvents
 from sqsmaster.worker.exporter import MULTIPROC_DIR, MetricsExporter, parse_address
@@ -52,6 +53,24 @@ def metrics_url(run: WorkerRun) -> str:
     return found.group(1)
 
 
+def store_outcomes(url: str) -> collections.Counter[str]:
+    """Finished attempts in the job store, by outcome (in the metrics' words: 'timed out' is 'timed_out')."""
+    store = open_store(url, create=False)
+    try:
+        rows = store.attempts(JobFilter(), time.time(), limit=500).rows
+        return collections.Counter(event_name(row.outcome) for row in rows if row.outcome is not None)
+    finally:
+        store.close()
+
+
+def store_tasks(url: str, status: str) -> list[str]:
+    store = open_store(url, create=False)
+    try:
+        return [row.task for row in store.attempts(JobFilter(status=status), time.time()).rows]
+    finally:
+        store.close()
+
+
 def test_a_pool_counts_what_ran_once_over_its_processes_during_and_after_a_run(make_queue, sqs_client, tmp_path):
     # Given a pool of 2 worker processes with --metrics on a bare port (so 127.0.0.1), its temp files in a
     # directory of the test's, and a queue with no redrive policy (a failure not retried is kept, hidden)
@@ -62,12 +81,13 @@ def test_a_pool_counts_what_ran_once_over_its_processes_during_and_after_a_run(m
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     (temp / f"sqsmaster-metrics-{gone.pid}-x1y2").mkdir()
-    job_log = tmp_path / "jobs.jsonl"
+    job_log, store_url = tmp_path / "jobs.jsonl", f"sqlite:///{tmp_path}/jobs.db"
     # --hard-timeout 5: the napping task times out after 5 s, long enough to scrape it while it runs on a loaded
     # machine; hold_gil's 2 s in one C call starve its heartbeat thread (due every 0.5 s) of the GIL.
     run = WorkerRun(url, ["--tasks", "tests.metrics_tasks", "--concurrency", "2", "--metrics", "0",
                           "--sqs-timeout", "8", "--alarm-timeout", "0.5", "--wait-time", "1", "--hard-timeout", "5",
-                          "--job-log", str(job_log)], tmp_path / "records.jsonl", env={"TMPDIR": str(temp)})
+                          "--job-log", str(job_log), "--store", store_url], tmp_path / "records.jsonl",
+                   env={"TMPDIR": str(temp)})
     try:
         endpoint = metrics_url(run)
         assert endpoint.startswith("http://127.0.0.1:")
@@ -87,6 +107,8 @@ def test_a_pool_counts_what_ran_once_over_its_processes_during_and_after_a_run(m
         wait_for(lambda: any(r.get("id") == "late" for r in records(run.record_path)), 20, "the nap to start")
         during = scrape(endpoint)
         assert total(during, "sqsmaster_tasks_in_progress", task="nap_once") == 1
+        # as the job store does
+        assert "nap_once" in wait_for(lambda: store_tasks(store_url, "running"), 10, "the nap in the store")
 
         # And after it, every attempt is counted once, by the job log's outcome
         # (the job log is written just before the observers are told: wait for both)
@@ -100,6 +122,10 @@ def test_a_pool_counts_what_ran_once_over_its_processes_during_and_after_a_run(m
         for sample in after["sqsmaster_tasks_total"]:
             counted[sample.labels["outcome"]] += int(sample.value)
         assert counted == logged == {"succeeded": 5, "failed": 4, "timed_out": 1}
+        # and the job store shows the same counts (its writes are queued: wait for the last of them)
+        stored = wait_for(lambda: (found := store_outcomes(store_url)) and sum(found.values()) == len(ids) and found,
+                          10, "every attempt in the store")
+        assert stored == counted
         assert total(after, "sqsmaster_tasks_total", task="other", outcome="failed") == 1
         assert hostile not in after[""][0]
         assert total(after, "sqsmaster_tasks_total", task="note", outcome="succeeded") == 4
