@@ -7,6 +7,8 @@ moto's SQS over HTTP, real worker processes (tests/workerkit.py), the sqlite:// 
 from __future__ import annotations
 
 import json
+import re
+import signal
 import sqlite3
 import time
 import uuid
@@ -251,6 +253,47 @@ def test_a_locked_store_delays_no_task_and_the_log_counts_what_the_outage_lost(
     assert run.stderr.count("unreachable") == 1, run.stderr
     recovered = next(line for line in run.stderr.splitlines() if "answers again" in line)
     assert "record(s) lost during the outage" in recovered
+
+
+def test_a_frozen_dynamodb_endpoint_delays_no_task_and_loses_only_the_outage_s_records(
+        make_queue, sqs_client, worker, frozen_moto):
+    # Given a worker recording to a DynamoDB table on a server of its own (the queue is on another), one task
+    # recorded before the outage
+    process, endpoint = frozen_moto
+    # (read_timeout=1: a store call gives up after ~7 s rather than ~15, to keep the test short)
+    store_url = f"dynamodb://jobs-{uuid.uuid4().hex[:10]}?endpoint={endpoint}&region=us-east-1&read_timeout=1"
+    open_store(store_url).close()  # the table exists (sqsmaster store create, in real life)
+    url = make_queue(visibility_timeout=30)
+    run = worker(url, "--store", store_url)
+    before = submit(sqs_client, url, "note", id="before")
+    wait_for(lambda: [r.outcome for r in rows_of(store_url, before)] == ["succeeded"], 30, "the first record")
+    # When the store's server freezes (a partition: no answer, no error) while six half-second tasks run
+    process.send_signal(signal.SIGSTOP)
+    try:
+        began = time.monotonic()
+        during = [submit(sqs_client, url, "nap", id=f"t{index}", seconds=0.5) for index in range(6)]
+        wait_for(lambda: len(ends(run.record_path)) == 7, 30, "the tasks to end")
+        took = time.monotonic() - began
+        wait_for(lambda: queue_counts(sqs_client, url) == (0, 0, 0), 10, "their deletes")
+        # Then they ran back to back and were deleted, as without a store: 3 s of tasks; a worker that waited
+        # for its store would wait ~7 s (a store call's bound) per write; 6 s of margin for a loaded machine
+        assert took < 9, (took, run.stderr)
+        wait_for(lambda: "unreachable" in run.stderr, 40, "the outage to be logged")
+    finally:
+        process.send_signal(signal.SIGCONT)
+    # And once it answers again, new attempts are recorded, the log says what the outage cost, and every
+    # record not lost in the outage is there
+    after = submit(sqs_client, url, "note", id="after")
+    wait_for(lambda: [r.outcome for r in rows_of(store_url, after)] == ["succeeded"], 60,
+             "the attempt after the outage to be recorded")
+    wait_for(lambda: "answers again" in run.stderr, 10, "the recovery to be logged")
+    recovered = next(line for line in run.stderr.splitlines() if "answers again" in line)
+    lost = int(re.search(r"answers again: (\d+) record\(s\) lost during the outage", recovered).group(1))
+    recorded = [message_id for message_id in during if any(r.outcome == "succeeded"
+                                                            for r in rows_of(store_url, message_id))]
+    # two writes per attempt (start, end): an attempt is missing only when a write of it was lost
+    assert len(during) - len(recorded) <= lost, (recorded, recovered)
+    assert [r.outcome for r in rows_of(store_url, before)] == ["succeeded"]
 
 
 def test_a_store_url_no_store_understands_is_a_usage_error(make_queue, capsys):
