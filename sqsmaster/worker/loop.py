@@ -42,7 +42,7 @@ from .deletes import DEFAULT_MAX_DELAY, DeleteBatcher
 from .events import AttemptStart, Observers
 from .jobs import submitted_at
 from .locks import LazyStore, task_locks
-from .orders import drop_cancelled
+from .orders import RECHECK_AFTER, drop_cancelled
 from .receiving import Receiver, open_worker_queue, unreachable_backoff
 from .registry import TaskSpec, load_tasks
 from .scheduler import SchedulerThread, start_scheduler
@@ -87,6 +87,7 @@ class WorkerLoop:
         self.receiver = Receiver(self.queues, wait_time=config.wait_time, visibility_timeout=int(config.sqs_timeout),
                                  should_stop=lambda: signals.stopping or self._orphaned(),
                                  long_poll=not config.until_empty)
+        self._cancel_checked: dict[str, float] = {}  # message id -> when its cancel was read (monotonic)
         self.pending = PendingLeases(int(config.sqs_timeout), float(config.alarm_timeout or 1),
                                      thread_setup=block_stop_signals)
         self.order = GroupOrder()
@@ -172,9 +173,12 @@ class WorkerLoop:
 
     def _next_pending(self) -> Message | None:
         """The next received message that waited its turn here, unless an operator cancelled it meanwhile
-        (it is then deleted unrun: one bounded store read per waiting message, as for a receive)."""
+        (it is then deleted unrun). Its cancel is read again only if it waited RECHECK_AFTER or more since
+        its receive's check: one bounded store read per long wait, none for a quick turn."""
         while (message := self.pending.pop()) is not None:
-            if not self.events.observers or drop_cancelled([message], self.events, self.outcomes):
+            checked = self._cancel_checked.pop(message.message_id, None)
+            fresh = checked is not None and time.monotonic() - checked < RECHECK_AFTER
+            if fresh or not self.events.observers or drop_cancelled([message], self.events, self.outcomes):
                 return message
         return None
 
@@ -187,6 +191,9 @@ class WorkerLoop:
             log_event("received", message.message_id, attempt=receive_count(message), queue=message.queue.url)
         if messages and self.events.observers:
             messages = drop_cancelled(messages, self.events, self.outcomes)
+            if not len(self.pending):
+                self._cancel_checked.clear()  # what was left of earlier receives was released at a stop
+            self._cancel_checked.update((message.message_id, time.monotonic()) for message in messages)
         if self.signals.stopping and messages:
             self.pending.add(messages)
             return None

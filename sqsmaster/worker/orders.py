@@ -30,6 +30,10 @@ class CancelRecorder(Protocol):
 
 logger = logging.getLogger("sqsmaster.worker")
 
+#: A received message held unstarted (--prefetch, a batch) has its cancel read again when its turn comes only if it
+#: waited this long (s) since it was last read: a cancel reaches it within about this, as a kill reaches a task.
+RECHECK_AFTER = 1.0
+
 #: What a kill may do with the message afterwards.
 RELEASE, DEAD_LETTER, DELETE = "release", "dead-letter", "delete"
 
