@@ -10,7 +10,6 @@ the handler's outcome and what became of the message on moto's SQS over HTTP.
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import threading
 from typing import Any, Callable, Iterator
@@ -97,24 +96,53 @@ def test_process_isolation_a_kill_landing_between_the_exit_and_the_reap_keeps_th
     assert queue_counts(sqs_client, queue) == (0, 0, 0)
 
 
+class Lingering:
+    """A stdout whose flush blocks until a byte comes down ``fd``: the task process flushes it on its way out,
+    after it sent back its result, so it lingers, result sent, not exited, until the test lets it go."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        os.read(self.fd, 1)
+
+
+class ReturnsThenLingers(MessageHandler):
+    isolation = "process"
+    gate = -1
+
+    def run(self) -> str:
+        sys.stdout = Lingering(self.gate)  # in the task's process only
+        return "done"
+
+
 def test_process_isolation_a_kill_landing_after_the_result_came_back_before_the_exit_keeps_it(queue, sqs_client):
-    # Given a task (process isolation) whose process has sent back its result but not exited yet (held
-    # stopped by the test right after the parent read the result, then let go 0.3 s later)
+    # Given a task (process isolation) whose process sent back its result but has not exited yet
     message, kwargs = received(queue)
-
-    def stop_then_kill(frame: Any) -> None:
-        child = frame.f_locals["self"]
-        os.kill(child.pid, signal.SIGSTOP)
-        threading.Timer(0.3, os.kill, args=(child.pid, signal.SIGCONT)).start()
-        handler.kill("killed by ops")
-
+    gate, release = os.pipe()
     result = None
-    with ReturnsInProcess(message, sqs_timeout=30, alarm_timeout=10, **kwargs) as handler:
-        # When the kill lands then
-        with HookOn("c_return", "read", stop_then_kill,
-                     where=lambda frame: frame.f_code.co_name == "_drain" and bool(frame.f_locals["self"]._output)
-                     ) as hook:
-            result = handler.run()
+    let_go = threading.Timer(0.5, os.write, args=(release, b"!"))  # it exits 0.5 s after the kill
+
+    def kill_then_let_it_go(frame: Any) -> None:
+        handler.kill("killed by ops")
+        let_go.start()
+
+    try:
+        with ReturnsThenLingers(message, sqs_timeout=30, alarm_timeout=10, **kwargs) as handler:
+            handler.gate = gate
+            # When the kill lands as the supervisor reads that result from its pipe
+            with HookOn("c_return", "read", kill_then_let_it_go,
+                        where=lambda frame: frame.f_code.co_name == "_drain" and bool(frame.f_locals["self"]._output)
+                        ) as hook:
+                result = handler.run()
+    finally:
+        if let_go.is_alive():
+            let_go.join()
+        os.close(gate)
+        os.close(release)
     # Then the task had ended first: it succeeded, its result returned and its message deleted
     assert hook.done
     assert (handler.outcome, result, handler.exception) == ("succeeded", "done", None)
