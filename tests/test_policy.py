@@ -109,6 +109,27 @@ def test_interrupts_fired_after_run_returned_do_not_count():
     assert isinstance(p.interrupt(), TaskStuck)
 
 
+def test_an_interrupt_fired_as_the_task_ended_on_its_own_is_dropped_the_first_to_happen_wins():
+    # Given an interrupt fired while run() was still open, but never raised into the task (it returned first)
+    clock = Clock()
+    p = policy(clock)
+    p.open()
+    p.fire(lambda elapsed: TaskStuck(elapsed))
+    # When run() closes: it is dropped, so the task keeps its own outcome
+    p.close()
+    assert p.interrupt() is None
+    # And one that was raised into the task (which swallowed it and returned) stays its outcome
+    p.open()
+    p.fire(lambda elapsed: TaskStuck(elapsed))
+    assert isinstance(p.due_interrupt(), TaskStuck)
+    p.close()
+    assert isinstance(p.interrupt(), TaskStuck)
+    # But not when it reached a task that had already ended (a task process whose result was back)
+    p.open()
+    p.close(ended_first=True)
+    assert p.interrupt() is None
+
+
 def test_a_lost_lease_stops_the_task_only_with_on_lease_lost_stop():
     clock = Clock()
     assert policy(clock).lease_lost_interrupt("m-1") is None

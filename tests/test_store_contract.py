@@ -127,6 +127,15 @@ def test_flags_are_pending_until_done(store):
     assert set(store.flags(["m1", "m2"])) == {"m2"}
 
 
+def test_a_flag_done_for_an_order_spends_that_order_only_not_a_newer_one(store):
+    store.set_flag(Flag("m1", "kill", "ops@host", NOW, then="release"))
+    store.set_flag(Flag("m1", "cancel", "ops@host", NOW + 2))  # a newer order on the same message
+    store.flag_done("m1", NOW + 3, ordered=NOW)  # the kill's end: its own order is no longer there
+    assert store.flags(["m1"])["m1"].kind == "cancel"
+    store.flag_done("m1", NOW + 4, ordered=NOW + 2)
+    assert store.flags(["m1"]) == {}
+
+
 def test_a_claim_has_one_holder_until_it_expires_or_is_released(store):
     assert store.claim("slot", "a", NOW, 10)
     assert not store.claim("slot", "b", NOW + 5, 10)

@@ -269,8 +269,9 @@ class JobStore(Protocol):
     def flags(self, message_ids: Iterable[str]) -> dict[str, Flag]:
         """The pending (not done) flags among ``message_ids``."""
 
-    def flag_done(self, message_id: str, at: float) -> None:
-        """Mark a message's flag as carried out."""
+    def flag_done(self, message_id: str, at: float, ordered: float | None = None) -> None:
+        """Mark a message's flag as carried out; with ``ordered``, only if it is still the order given then
+        (its ``at``): a newer order (a cancel after a kill) set meanwhile stays pending."""
 
     # -- claims: periodic slots and task locks --
     def claim(self, key: str, owner: str, now: float, ttl: float) -> bool:

@@ -305,11 +305,15 @@ class DynamoStore:
         flags = [Flag(**from_item(item, _FLAG)) for item in self._batch_get(keys)]
         return {flag.message_id: flag for flag in flags if flag.done is None}
 
-    def flag_done(self, message_id: str, at: float) -> None:
+    def flag_done(self, message_id: str, at: float, ordered: float | None = None) -> None:
+        condition = "attribute_exists(pk) AND attribute_not_exists(#done)"
+        names, values = {"#done": "done"}, {":at": {"N": repr(at)}}
+        if ordered is not None:  # only the order carried out, not a newer one set meanwhile
+            condition += " AND #ordered = :ordered"
+            names["#ordered"], values[":ordered"] = "at", {"N": repr(ordered)}
         self._write_if("UpdateItem", Key={"pk": {"S": f"M#{message_id}"}, "sk": {"S": "flag"}},
-                       UpdateExpression="SET #done = :at", ExpressionAttributeNames={"#done": "done"},
-                       ConditionExpression="attribute_exists(pk) AND attribute_not_exists(#done)",
-                       ExpressionAttributeValues={":at": {"N": repr(at)}})
+                       UpdateExpression="SET #done = :at", ExpressionAttributeNames=names,
+                       ConditionExpression=condition, ExpressionAttributeValues=values)
 
     # -- claims --
     def claim(self, key: str, owner: str, now: float, ttl: float) -> bool:

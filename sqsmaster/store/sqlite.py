@@ -203,8 +203,9 @@ class SqliteStore:
                 found[values[0]] = Flag(*values)
         return found
 
-    def flag_done(self, message_id: str, at: float) -> None:
-        self._run("UPDATE flags SET done = ? WHERE message_id = ? AND done IS NULL", (at, message_id))
+    def flag_done(self, message_id: str, at: float, ordered: float | None = None) -> None:
+        self._run("UPDATE flags SET done = ? WHERE message_id = ? AND done IS NULL AND (? IS NULL OR at = ?)",
+                  (at, message_id, ordered, ordered))
 
     # -- claims --
     def claim(self, key: str, owner: str, now: float, ttl: float) -> bool:

@@ -280,6 +280,13 @@ class ChildProcess:
         if not kill_group(self.pid, signum):
             kill_process(self.pid, signum)
 
+    def reported(self) -> bool:
+        """Whether the child's whole result (or error) is in, as read so far: its ``run()`` ended."""
+        try:
+            return bool(pickle.loads(bytes(self._output)))  # a tuple: always true
+        except Exception:  # nothing yet, or only part of it
+            return False
+
     def result(self) -> Any:
         """The child's return value; raises TaskFailed, TaskCrashed or MemoryCapExceeded for the rest."""
         assert self.status is not None, "result() before the child exited"
@@ -307,10 +314,8 @@ class ChildProcess:
 
 
 def _unpickle(data: bytes | None) -> BaseException | None:
-    if data is None:
-        return None
     try:
-        original = pickle.loads(data)
+        original = pickle.loads(data) if data is not None else None
     except Exception:
         return None
     return original if isinstance(original, BaseException) else None

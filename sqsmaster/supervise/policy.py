@@ -9,11 +9,13 @@ and reports with :meth:`HeartbeatPolicy.beat_done`.
 An interrupt, once fired, is sticky: the policy keeps it and asks for it to be
 raised again every :data:`STICKY_PERIOD` seconds until ``run()`` returns, so a
 task that swallows one (a bare ``except:``, a ``return`` in ``finally``) still
-stops, and its message is never deleted.
+stops, and its message is never deleted. One that never reached the task (fired as the task ended on
+its own) is dropped when ``run()`` is over: the first to happen wins.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Callable
 
@@ -66,7 +68,11 @@ class HeartbeatPolicy:
         # A list, not a field: list.append is atomic, so the first interrupt wins across threads.
         self._interrupts: list[InterruptFactory] = []
         self._last_raised: float | None = None
+        self._reached = False  # the fired interrupt was raised into the task (or kept it from starting)
         self._closed = False
+        # fire() (heartbeat thread) and close() (main thread) must not interleave: an interrupt appended
+        # after close() looked would outlive it. Reentrant: a SIGALRM tick may fire during close().
+        self._lock = threading.RLock()
 
     # -- time -----------------------------------------------------------------------------------
 
@@ -121,8 +127,9 @@ class HeartbeatPolicy:
         Ignored between :meth:`close` and :meth:`open`: once run() returned, a late
         "stuck" or lease loss no longer concerns the task.
         """
-        if not self._closed:
-            self._interrupts.append(make)
+        with self._lock:
+            if not self._closed:
+                self._interrupts.append(make)
 
     @property
     def fired(self) -> bool:
@@ -131,6 +138,14 @@ class HeartbeatPolicy:
     def interrupt(self) -> HandlerInterrupt | None:
         """A fresh instance of the fired interrupt (None if none fired)."""
         return self._interrupts[0](self.elapsed()) if self._interrupts else None
+
+    def take_interrupt(self) -> HandlerInterrupt | None:
+        """The fired interrupt, to raise into the task now (None if none fired): from now on it is the task's
+        end even if the task swallows it and returns."""
+        interrupt = self.interrupt()
+        if interrupt is not None:
+            self._reached = True
+        return interrupt
 
     def due_interrupt(self) -> HandlerInterrupt | None:
         """At a tick of the deadline: the interrupt to raise now, or None.
@@ -147,7 +162,7 @@ class HeartbeatPolicy:
         if self._last_raised is not None and now - self._last_raised < STICKY_PERIOD / 2:
             return None
         self._last_raised = now
-        return self.interrupt()
+        return self.take_interrupt()
 
     def next_tick(self) -> float:
         """Seconds to the next tick of the deadline: the next heartbeat or the deadline, whichever
@@ -165,6 +180,12 @@ class HeartbeatPolicy:
         """run() starts: interrupts count again (they do from the policy's creation until the first close)."""
         self._closed = False
 
-    def close(self) -> None:
-        """run() is over: interrupts fired from now on no longer concern the task."""
-        self._closed = True
+    def close(self, ended_first: bool = False) -> None:
+        """run() is over: interrupts fired from now on no longer concern the task, and one that fired but never
+        reached it (it ended on its own meanwhile) is dropped; so is one that reached a task already ended
+        (``ended_first``: a task process that had sent back its result). The first to happen wins."""
+        with self._lock:
+            self._closed = True
+            if ended_first or not self._reached:
+                self._interrupts.clear()
+                self._reached = False

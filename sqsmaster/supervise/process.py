@@ -64,13 +64,14 @@ class ProcessSupervisor:
 
     def run(self, task: Callable[[], Any]) -> Any:
         self.policy.open()
+        ended_first = False
         try:
-            interrupt = self.policy.interrupt()
+            interrupt = self.policy.take_interrupt()
             if interrupt is not None:  # fired before run(): the task does not start
                 raise interrupt
             child = self._fork(task)
             try:
-                self._watch(child)
+                ended_first = self._watch(child)
             except BaseException as exc:
                 logger.warning("task process %s: %s; stopping its process group", child.pid, type(exc).__name__)
                 child.kill(self.kill_grace)
@@ -80,11 +81,9 @@ class ProcessSupervisor:
                     self._child = None
                     self.peak_memory = child.peak_memory
         finally:
-            self.policy.close()
-        interrupt = self.policy.interrupt()
-        if interrupt is not None:  # fired as the child exited on its own
-            raise interrupt
-        return child.result()
+            # Drops an interrupt fired as the child exited on its own, or that found its result already back.
+            self.policy.close(ended_first)
+        return child.result()  # an interrupt that reached the task was raised in _watch
 
     def _fork(self, task: Callable[[], Any]) -> ChildProcess:
         assert self._heartbeat is not None, "run() before start()"
@@ -93,13 +92,24 @@ class ProcessSupervisor:
         logger.debug("task process %s started", child.pid)
         return child
 
-    def _watch(self, child: ChildProcess) -> None:
-        """Wait for the child; raise the policy's interrupt at the deadline or when the heartbeat asks."""
+    def _watch(self, child: ChildProcess) -> bool:
+        """Wait for the child; raise the policy's interrupt at the deadline or when the heartbeat asks.
+        Returns True when an interrupt came after the child had sent back its result (it ended first: it
+        is then left to exit, within ``kill_grace``), False when it simply exited."""
         while not child.wait(self.policy.time_to_deadline(), self._wake_read):
             self._drain_wakes()
             interrupt = self.policy.due_interrupt()
-            if interrupt is not None:
-                raise interrupt
+            if interrupt is None:
+                continue
+            # Read what the child sent before any signal reaches it: only then is "it ended first" sure.
+            if child.wait(0) or child.reported():
+                logger.info("task process %s: ended on its own as it was to be stopped (%s); it keeps its result",
+                            child.pid, type(interrupt).__name__)
+                if child.status is None and not child.wait(self.kill_grace):
+                    child.kill(0)
+                return True
+            raise interrupt
+        return False
 
     def _drain_wakes(self) -> None:
         try:

@@ -58,12 +58,12 @@ class SignalSupervisor:
     def run(self, task: Callable[[], Any]) -> Any:
         self.policy.open()
         try:
-            interrupt = self.policy.interrupt()
+            interrupt = self.policy.take_interrupt()
             if interrupt is not None:  # fired before run(): the task does not start
                 raise interrupt
             result = self._run_under_deadline(task)
         finally:
-            self.policy.close()
+            self.policy.close()  # drops an interrupt fired as the task returned: it never reached the task
         interrupt = self.policy.interrupt()
         if interrupt is not None:  # the task swallowed it and returned: it still timed out
             raise interrupt

@@ -134,7 +134,9 @@ class StoreRecorder(WorkerEvents):
             with self._lock:
                 self._kills.pop(record.message_id, None)
             message_id, ended = record.message_id, row.ended or time.time()
-            self.writer.submit(lambda store: store.flag_done(message_id, ended))
+            # A kill spends only its own order: a cancel (or another kill) given since it was read stays.
+            ordered = flag.at if flag is not None and row.outcome == "killed" else None
+            self.writer.submit(lambda store: store.flag_done(message_id, ended, ordered))
 
     def close(self, timeout: float) -> None:
         self._row.stopped = time.time()
