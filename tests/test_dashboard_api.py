@@ -31,8 +31,17 @@ def _now():
     NOW = time.time()
 
 
+@pytest.fixture(params=["sqlite", "dynamodb"])
+def store(request, make_store_url):
+    """A fresh job store of each kind: sqlite:// (one host) and dynamodb:// on moto's server (a fleet on AWS)."""
+    store = open_store(make_store_url(request.param))
+    yield store
+    store.close()
+
+
 @pytest.fixture
-def store(tmp_path):
+def sqlite_store(tmp_path):
+    """A sqlite:// store, for the tests about the server and its guards rather than the store's data."""
     store = open_store(f"sqlite:///{tmp_path}/jobs.db")
     yield store
     store.close()
@@ -97,16 +106,16 @@ def test_a_missing_store_exits_3_and_a_malformed_bind_exits_2(tmp_path, capsys):
     assert "USER:PASSWORD" in capsys.readouterr().err
 
 
-def test_without_flask_the_dashboard_names_the_extra_to_install(store, monkeypatch, capsys):
+def test_without_flask_the_dashboard_names_the_extra_to_install(sqlite_store, monkeypatch, capsys):
     import sys
 
     monkeypatch.setitem(sys.modules, "flask", None)  # what an environment without the extra gives
     with pytest.raises(Exception, match=r"pip install 'sqsmaster\[dashboard\]'"):
-        create_app(DashboardConfig(store, []))
+        create_app(DashboardConfig(sqlite_store, []))
 
 
-def test_with_auth_every_page_and_api_needs_the_right_password(store):
-    client, _ = dashboard(store, auth="ops:s3cret")
+def test_with_auth_every_page_and_api_needs_the_right_password(sqlite_store):
+    client, _ = dashboard(sqlite_store, auth="ops:s3cret")
 
     def basic(text):
         return {"Authorization": "Basic " + base64.b64encode(text.encode()).decode()}
@@ -152,11 +161,11 @@ def test_read_only_refuses_every_action_and_records_nothing(store):
     assert b'data-read-only="true"' in client.get("/running").data
 
 
-def test_a_loopback_dashboard_answers_only_to_loopback_names(store):
+def test_a_loopback_dashboard_answers_only_to_loopback_names(sqlite_store):
     # Given a dashboard on 127.0.0.1 without auth, as the command starts it
     from sqsmaster.ops.dashboard.app import LOOPBACK_HOSTS
 
-    client, config = dashboard(store, allowed_hosts=LOOPBACK_HOSTS)
+    client, config = dashboard(sqlite_store, allowed_hosts=LOOPBACK_HOSTS)
     # When a page of another site, its name re-pointed at 127.0.0.1 (DNS rebinding), asks
     for host in ("evil.example:5555", "evil.example"):
         # Then it is refused, reads and actions alike
@@ -165,12 +174,12 @@ def test_a_loopback_dashboard_answers_only_to_loopback_names(store):
     # And the loopback names are answered
     for host in ("127.0.0.1:5555", "localhost:5555", "[::1]:5555", "LOCALHOST"):
         assert client.get("/api/jobs", headers={"Host": host}).status_code == 200, host
-    assert store.flags(["m"]) == {}
+    assert sqlite_store.flags(["m"]) == {}
 
 
-def test_a_store_that_cannot_be_read_answers_503_naming_it(store):
-    client, _ = dashboard(store)
-    store.close()
+def test_a_store_that_cannot_be_read_answers_503_naming_it(sqlite_store):
+    client, _ = dashboard(sqlite_store)
+    sqlite_store.close()
     answer = client.get("/api/jobs")
     assert answer.status_code == 503 and "job store" in answer.get_json()["error"]
 
@@ -432,14 +441,14 @@ def test_a_redrive_waits_for_the_redrive_policy_even_when_the_views_depths_are_n
     assert len(receive_all(sqs_client, url)) == 1
 
 
-def test_the_command_serves_loopback_names_only_and_refuses_actions_without_the_token(store):
+def test_the_command_serves_loopback_names_only_and_refuses_actions_without_the_token(sqlite_store):
     # Given `sqsmaster dashboard` started as an operator starts it (its own process, waitress)
     import urllib.error
     import urllib.request
 
     from .dashboard_kit import DashboardServer
 
-    with DashboardServer(store.url, []) as server:
+    with DashboardServer(sqlite_store.url, []) as server:
         def status(path, method="GET", headers=None):
             request = urllib.request.Request(server.url + path, method=method, headers=headers or {},
                                              data=b"{}" if method == "POST" else None)

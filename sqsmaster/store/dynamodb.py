@@ -71,6 +71,12 @@ _FIRED = field_types(FiredRow)
 _HIGHEST = "~"  # sorts after every ``when`` (digits)
 
 
+def _attempt_row(item: dict[str, Any]) -> AttemptRow:
+    """The row of an attempt item. ``task`` is None for a message that did not decode, and an item leaves
+    None out: it is given back here (AttemptRow requires it)."""
+    return AttemptRow(**{"task": None, **from_item(item, _ATTEMPT)})
+
+
 class DynamoStore:
     """The job store in one DynamoDB table; one client, safe to share between threads."""
 
@@ -231,7 +237,7 @@ class DynamoStore:
         low, below = when_range(where, below)
         walks = [self._walk(shard, low, below, where) for shard in range(SHARDS)]
         for item in heapq.merge(*walks, key=lambda item: item["when"]["S"], reverse=True):
-            row = AttemptRow(**from_item(item, _ATTEMPT))
+            row = _attempt_row(item)
             if matches(row, where, now):
                 yield item["when"]["S"], row
 
@@ -252,7 +258,7 @@ class DynamoStore:
                      if item["when"]["S"] < below]
         items = sorted(self._batch_get(keys), key=lambda item: item["when"]["S"], reverse=True)
         for item in items:
-            row = AttemptRow(**from_item(item, _ATTEMPT))
+            row = _attempt_row(item)
             if matches(row, where, now):
                 yield item["when"]["S"], row
 
@@ -266,14 +272,14 @@ class DynamoStore:
             key = attempt_key(row.message_id, row.attempt)
             item = by_key.get((key["pk"]["S"], key["sk"]["S"]))
             if item is not None:
-                full.append(AttemptRow(**from_item(item, _ATTEMPT)))
+                full.append(_attempt_row(item))
         return full
 
     def attempts_of(self, message_id: str) -> list[AttemptRow]:
         request: dict[str, Any] = {
             "KeyConditionExpression": "pk = :pk AND begins_with(sk, :attempt)", "ConsistentRead": True,
             "ExpressionAttributeValues": {":pk": {"S": f"M#{message_id}"}, ":attempt": {"S": "attempt#"}}}
-        return [AttemptRow(**from_item(item, _ATTEMPT)) for item in self._query_all(request)]
+        return [_attempt_row(item) for item in self._query_all(request)]
 
     def _query_all(self, request: dict[str, Any]) -> list[dict[str, Any]]:
         return [item for answer in self._pages(request) for item in answer.get("Items", [])]
@@ -375,7 +381,7 @@ class DynamoStore:
         due = []
         for shard in range(SHARDS):
             for item in self._walk(shard, "0", below, JobFilter()):
-                row = AttemptRow(**from_item(item, _ATTEMPT))
+                row = _attempt_row(item)
                 keep = success_ttl if row.outcome == "succeeded" else failure_ttl
                 if row.outcome is not None and row.ended is not None and row.ended < now - keep:
                     due.append({"DeleteRequest": {"Key": attempt_key(row.message_id, row.attempt)}})
