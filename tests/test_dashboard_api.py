@@ -462,3 +462,67 @@ def test_the_command_serves_loopback_names_only_and_refuses_actions_without_the_
         assert status("/api/jobs") == 200
         assert status("/api/jobs", headers={"Host": "evil.example"}) == 403
         assert status("/api/actions/kill", "POST", {"Content-Type": "application/json"}) == 403
+
+
+def test_a_frozen_dynamodb_answers_every_read_and_action_503_within_a_bound_and_the_dashboard_recovers(frozen_moto):
+    # Given a dashboard served by waitress (its own process, as an operator starts it) over a DynamoDB table on a
+    # moto server that the test can freeze; the store's calls are bounded to 2 * (2 + 1) + 1 = 7 s (read_timeout=1)
+    import concurrent.futures
+    import re
+    import signal
+    import urllib.error
+    import urllib.request
+
+    from .dashboard_kit import DashboardServer
+
+    process, endpoint = frozen_moto
+    url = f"dynamodb://jobs-frozen?endpoint={endpoint}&region=us-east-1&read_timeout=1"
+    store = open_store(url)
+    store.put_attempt(row("m-run", outcome=None, action=None, exception=None))
+    store.put_attempt(row("m-dead"))
+    store.put_worker(WorkerRow("h", 1, NOW - 900, NOW - 5))
+    store.close()
+
+    def call(path, body=None, token=""):
+        request = urllib.request.Request(server.url + path, method="POST" if body is not None else "GET",
+                                         data=None if body is None else json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json", CSRF_HEADER: token})
+        started = time.monotonic()
+        try:
+            with urllib.request.urlopen(request, timeout=120) as answer:
+                status, text = answer.status, answer.read()
+        except urllib.error.HTTPError as error:
+            status, text = error.code, error.read()
+        return status, text, time.monotonic() - started
+
+    with DashboardServer(url, []) as server:
+        token = re.search(rb'name="csrf-token" content="([^"]+)"', call("/jobs")[1]).group(1).decode()
+        assert call("/api/jobs")[0] == 200
+        reads = ["/api/overview", "/api/running", "/api/jobs", "/api/jobs?status=failed", "/api/jobs/m-dead",
+                 "/api/failures", "/api/dead-letters", "/api/workers", "/api/actions", "/timeline.png?since=1h"]
+        posts = {"/api/actions/kill": {"message_ids": ["m-run"]},
+                 "/api/actions/requeue": {"task": "solve", "exception_type": "ValueError"},
+                 "/api/actions/redrive": {"message_ids": ["m-dead"]}}
+        # When the DynamoDB endpoint freezes (a partition: connections open, no answer) while every view and action
+        # is asked at once
+        process.send_signal(signal.SIGSTOP)
+        try:
+            with concurrent.futures.ThreadPoolExecutor(len(reads) + len(posts)) as pool:
+                answers = dict(zip(reads + list(posts), pool.map(
+                    lambda path: call(path, posts.get(path), token), reads + list(posts))))
+        finally:
+            process.send_signal(signal.SIGCONT)
+        # Then each answers 503 with a one-line error naming the store, within a bound: 13 requests on 8 waitress
+        # threads are two rounds of one 7 s call each; 60 s holds on a loaded 2-core machine, and is far from forever
+        assert {path: status for path, (status, _, _) in answers.items()} == dict.fromkeys(answers, 503), answers
+        for path, (status, text, took) in answers.items():
+            error = json.loads(text)["error"]
+            assert status == 503 and "job store" in error and "\n" not in error, (path, status, text[:200])
+            assert took < 60, (path, took)
+        # And an action's answer says it may be partly done (a write that timed out may still land, as on AWS)
+        assert all("may be partly done" in json.loads(answers[path][1])["error"] for path in posts)
+        # And once the endpoint is back, the dashboard answers again, and the kill, tried again, is done and recorded
+        assert call("/api/jobs")[0] == 200
+        assert call("/api/actions/kill", posts["/api/actions/kill"], token)[0] == 200
+        audit = json.loads(call("/api/actions")[1])["rows"]
+        assert [(a["what"], a["target"]) for a in audit if a["what"] == "kill"] == [("kill", "m-run")]

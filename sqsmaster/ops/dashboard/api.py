@@ -37,6 +37,8 @@ def _bad_request(error: ConfigurationError) -> Any:
 
 @api.errorhandler(StoreError)
 def _store_down(error: StoreError) -> Any:
+    if request.method == "POST":  # a write that timed out may still land (DynamoDB, a partition): say so
+        return jsonify(error=f"{error}; the action may be partly done: look before trying again"), 503
     return jsonify(error=str(error)), 503
 
 
