@@ -217,6 +217,28 @@ def test_jobs_pages_walk_every_row_once_newest_first(store):
     assert starts == sorted(starts, reverse=True)
 
 
+def test_a_filters_total_is_counted_once_per_cache_time_while_its_pages_are_walked_and_refreshed(store):
+    # Given a dashboard whose count cache runs on a clock the test moves (a count on DynamoDB reads the whole index)
+    from sqsmaster.ops.dashboard.queries import COUNT_CACHE_SECONDS, CountCache
+
+    for i in range(3):
+        store.put_attempt(row(f"m{i}", started=NOW - 100 + i))
+    clock = [0.0]
+    client = create_app(DashboardConfig(store, [], counts=CountCache(clock=lambda: clock[0]))).test_client()
+    assert client.get("/api/jobs?task=solve&since=2h").get_json()["total"] == 3
+    # When a row is added and the page is refreshed within the cache time
+    store.put_attempt(row("m-new"))
+    clock[0] += COUNT_CACHE_SECONDS - 1
+    first = client.get("/api/jobs?task=solve&since=2h&limit=1").get_json()
+    # Then the rows are fresh (the new one first) and the total is the one counted before; another filter is
+    # counted anew
+    assert first["rows"][0]["message_id"] == "m-new" and first["total"] == 3
+    assert client.get("/api/jobs?task=solve").get_json()["total"] == 4
+    # And once the cache time has passed, the filter is counted again
+    clock[0] += 2
+    assert client.get(f"/api/jobs?task=solve&since=2h&cursor={first['cursor']}").get_json()["total"] == 4
+
+
 @pytest.mark.parametrize("query", ["since=yesterday", "until=12x", "limit=0", "limit=lots", "cursor=%%%"])
 def test_a_bad_parameter_answers_400_naming_it(store, query):
     client, _ = dashboard(store)
