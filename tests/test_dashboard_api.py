@@ -202,6 +202,9 @@ def test_jobs_filters_narrow_the_rows_and_every_row_matches(store):
         assert data["rows"], query
         assert all(check(r) for r in data["rows"]), query
         assert data["total"] == len(data["rows"]) < 404, query
+    # And a worker is named as the rows name it: another spelling of its pid matches nothing, rows and total alike
+    data = client.get("/api/jobs?worker=ip-10-0-1-17:04101").get_json()
+    assert data["rows"] == [] and data["total"] == 0
 
 
 def test_jobs_pages_walk_every_row_once_newest_first(store):

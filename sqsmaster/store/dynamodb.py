@@ -58,6 +58,7 @@ from .dynamo_table import (
     to_item,
     when_of,
     when_range,
+    worker_parts,
 )
 
 #: DynamoDB's bounds on one BatchGetItem / BatchWriteItem.
@@ -218,7 +219,7 @@ class DynamoStore:
         return Page(rows, encode_cursor(page[-1][0]) if more else None)
 
     def count(self, where: JobFilter, now: float) -> int:
-        if where.status in ("running", "stale") or where.worker is not None:
+        if where.status in ("running", "stale") or (where.worker is not None and worker_parts(where.worker) is None):
             return sum(1 for _ in self._matching(where, now, _HIGHEST))
         # every other part of a filter is DynamoDB's to apply: it counts, and sends no row back
         total = 0
