@@ -1,8 +1,10 @@
 """The dashboard at 20,000 jobs: how long each page takes, server side and in a browser.
 
-    python bench/dashboard_bench.py [--jobs 20000] [--no-browser]
+    python bench/dashboard_bench.py [--jobs 20000] [--no-browser] [--store sqlite|dynamodb]
 
-Fills a fresh sqlite job store with ``--jobs`` real-looking attempts (tests/dashboard_data.py),
+Fills a fresh job store with ``--jobs`` real-looking attempts (tests/dashboard_data.py): a sqlite
+file, or with ``--store dynamodb`` a table on a moto server started in its own process (moto is
+Python answering each call in-process: its times are moto's, not DynamoDB's on AWS);
 starts ``sqsmaster dashboard`` in its own process and times, over HTTP on 127.0.0.1:
   * every page of /api/jobs, newest to oldest (50 rows a page, through the store's cursor),
   * filtered pages (status, task, kwargs text, exception, worker, since), first and deepest,
@@ -14,13 +16,18 @@ Exits 1 when any page takes a second or more (the issue's bound).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Iterator
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -33,9 +40,13 @@ BOUND = 1.0
 QUEUES = ["http://127.0.0.1:1/123456789012/solver-jobs", "http://127.0.0.1:1/123456789012/image-jobs"]
 
 
+#: How long the bench waits for one page (s): moto answers DynamoDB queries over 20,000 items slowly.
+TIMEOUT = 30.0
+
+
 def get(url: str) -> tuple[float, dict]:
     start = time.perf_counter()
-    with urllib.request.urlopen(url, timeout=30) as answer:
+    with urllib.request.urlopen(url, timeout=TIMEOUT) as answer:
         body = answer.read()
     elapsed = time.perf_counter() - start
     try:
@@ -50,10 +61,10 @@ def line(name: str, times: list[float]) -> float:
     return worst
 
 
-def walk(base: str, query: str) -> list[float]:
-    """Every page of /api/jobs?query, newest first; the time of each."""
+def walk(base: str, query: str, pages: int | None = None) -> list[float]:
+    """Every page of /api/jobs?query, newest first (the first ``pages`` only if given); the time of each."""
     times, cursor = [], ""
-    while cursor is not None:
+    while cursor is not None and (pages is None or len(times) < pages):
         elapsed, data = get(f"{base}/api/jobs?limit=50&{query}&cursor={cursor}")
         times.append(elapsed)
         cursor = data["cursor"]
@@ -87,13 +98,54 @@ def wait_for_text(driver, condition, timeout: float = 30) -> None:
     raise SystemExit("the page did not change within 30 s")
 
 
+@contextlib.contextmanager
+def store_url(kind: str) -> Iterator[str]:
+    """A fresh job store's URL: a sqlite file, or a DynamoDB table on a moto server of its own (stopped after)."""
+    if kind == "sqlite":
+        with tempfile.TemporaryDirectory() as folder:
+            yield f"sqlite:///{folder}/jobs.db"
+        return
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    moto = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise SystemExit("moto_server did not listen within 30 s") from None
+                time.sleep(0.1)
+        # read_timeout: moto answers a query over 20,000 items in seconds where DynamoDB takes milliseconds
+        yield f"dynamodb://dashboard-bench?endpoint=http://127.0.0.1:{port}&region=us-east-1&read_timeout=60"
+    finally:
+        moto.kill()
+        moto.wait()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--no-browser", action="store_true")
+    parser.add_argument("--store", choices=["sqlite", "dynamodb"], default="sqlite",
+                        help="sqlite (a file) or dynamodb (a table on a local moto server: moto's speed, not AWS's)")
+    parser.add_argument("--pages", type=int, default=None,
+                        help="walk only the first N pages of each listing (default: all; 3 with --store dynamodb, "
+                             "where moto reads its whole table for each query)")
+    parser.add_argument("--repeat", type=int, default=None, help="times each view is asked (default 5; 2 on dynamodb)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as folder:
-        url = f"sqlite:///{folder}/jobs.db"
+    pages = args.pages if args.pages is not None else (3 if args.store == "dynamodb" else None)
+    repeat = args.repeat or (2 if args.store == "dynamodb" else 5)
+    if args.store == "dynamodb":
+        global TIMEOUT
+        TIMEOUT = 600.0
+    print(f"store: {args.store}; load average {' '.join(f'{n:.2f}' for n in os.getloadavg())} "
+          f"on {os.cpu_count()} CPUs")
+    with store_url(args.store) as url:
         store = open_store(url)
         start = time.perf_counter()
         fill(store, args.jobs, time.time(), QUEUES, span=24 * 3600.0)
@@ -106,13 +158,14 @@ def main() -> int:
             cold, _ = get(base + "/api/overview")
             print(f"first request after start (imports boto3): {1000 * cold:.0f} ms\n")
             print(f"{'page':<44} {'pages':>6} {'p50 ms':>8} {'max ms':>8}")
-            worst = [line("/api/jobs, every page newest to oldest", walk(base, ""))]
+            every = "every page" if pages is None else f"first {pages} pages"
+            worst = [line(f"/api/jobs, {every} newest to oldest", walk(base, "", pages))]
             for query in ("status=failed", "task=solve_route", "text=depot", "exception=infeasible",
                           "worker=ip-10-0-1-17:4101", "since=2h", "status=failed&task=fetch_report"):
-                worst.append(line(f"/api/jobs?{query}, every page", walk(base, query)))
+                worst.append(line(f"/api/jobs?{query}, {every}", walk(base, query, pages)))
             for path in ("/api/overview", "/api/running", "/api/failures", "/api/dead-letters", "/api/workers",
                          "/api/actions", "/", "/jobs", "/failures"):
-                worst.append(line(path, [get(base + path)[0] for _ in range(5)]))
+                worst.append(line(path, [get(base + path)[0] for _ in range(repeat)]))
             missing = browser_missing()
             if args.no_browser or missing:
                 print(f"\n(no browser timing: {missing or '--no-browser'})")

@@ -68,8 +68,13 @@ def fill(store: JobStore, count: int, now: float, queues: list[str], span: float
          seed: int = 7, running: int = 4) -> None:
     """Write ``count`` finished attempts, ``running`` running ones (the last stale) and three workers."""
     rng = random.Random(seed)
-    for index in range(count):
-        store.put_attempt(finished_row(index, rng, now, span, queues))
+    finished = [finished_row(index, rng, now, span, queues) for index in range(count)]
+    bulk = getattr(store, "put_attempts", None)  # DynamoDB: 25 rows per BatchWriteItem, not one request per row
+    if bulk is not None:
+        bulk(finished)
+    else:
+        for row in finished:
+            store.put_attempt(row)
     for index in range(running):
         task = ["train_model", "solve_route", "train_model", "resize_image"][index % 4]
         started = now - [2400.0, 300.0, 3300.0, 900.0][index % 4]

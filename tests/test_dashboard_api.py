@@ -31,8 +31,17 @@ def _now():
     NOW = time.time()
 
 
+@pytest.fixture(params=["sqlite", "dynamodb"])
+def store(request, make_store_url):
+    """A fresh job store of each kind: sqlite:// (one host) and dynamodb:// on moto's server (a fleet on AWS)."""
+    store = open_store(make_store_url(request.param))
+    yield store
+    store.close()
+
+
 @pytest.fixture
-def store(tmp_path):
+def sqlite_store(tmp_path):
+    """A sqlite:// store, for the tests about the server and its guards rather than the store's data."""
     store = open_store(f"sqlite:///{tmp_path}/jobs.db")
     yield store
     store.close()
@@ -97,16 +106,16 @@ def test_a_missing_store_exits_3_and_a_malformed_bind_exits_2(tmp_path, capsys):
     assert "USER:PASSWORD" in capsys.readouterr().err
 
 
-def test_without_flask_the_dashboard_names_the_extra_to_install(store, monkeypatch, capsys):
+def test_without_flask_the_dashboard_names_the_extra_to_install(sqlite_store, monkeypatch, capsys):
     import sys
 
     monkeypatch.setitem(sys.modules, "flask", None)  # what an environment without the extra gives
     with pytest.raises(Exception, match=r"pip install 'sqsmaster\[dashboard\]'"):
-        create_app(DashboardConfig(store, []))
+        create_app(DashboardConfig(sqlite_store, []))
 
 
-def test_with_auth_every_page_and_api_needs_the_right_password(store):
-    client, _ = dashboard(store, auth="ops:s3cret")
+def test_with_auth_every_page_and_api_needs_the_right_password(sqlite_store):
+    client, _ = dashboard(sqlite_store, auth="ops:s3cret")
 
     def basic(text):
         return {"Authorization": "Basic " + base64.b64encode(text.encode()).decode()}
@@ -152,11 +161,11 @@ def test_read_only_refuses_every_action_and_records_nothing(store):
     assert b'data-read-only="true"' in client.get("/running").data
 
 
-def test_a_loopback_dashboard_answers_only_to_loopback_names(store):
+def test_a_loopback_dashboard_answers_only_to_loopback_names(sqlite_store):
     # Given a dashboard on 127.0.0.1 without auth, as the command starts it
     from sqsmaster.ops.dashboard.app import LOOPBACK_HOSTS
 
-    client, config = dashboard(store, allowed_hosts=LOOPBACK_HOSTS)
+    client, config = dashboard(sqlite_store, allowed_hosts=LOOPBACK_HOSTS)
     # When a page of another site, its name re-pointed at 127.0.0.1 (DNS rebinding), asks
     for host in ("evil.example:5555", "evil.example"):
         # Then it is refused, reads and actions alike
@@ -165,12 +174,12 @@ def test_a_loopback_dashboard_answers_only_to_loopback_names(store):
     # And the loopback names are answered
     for host in ("127.0.0.1:5555", "localhost:5555", "[::1]:5555", "LOCALHOST"):
         assert client.get("/api/jobs", headers={"Host": host}).status_code == 200, host
-    assert store.flags(["m"]) == {}
+    assert sqlite_store.flags(["m"]) == {}
 
 
-def test_a_store_that_cannot_be_read_answers_503_naming_it(store):
-    client, _ = dashboard(store)
-    store.close()
+def test_a_store_that_cannot_be_read_answers_503_naming_it(sqlite_store):
+    client, _ = dashboard(sqlite_store)
+    sqlite_store.close()
     answer = client.get("/api/jobs")
     assert answer.status_code == 503 and "job store" in answer.get_json()["error"]
 
@@ -193,6 +202,9 @@ def test_jobs_filters_narrow_the_rows_and_every_row_matches(store):
         assert data["rows"], query
         assert all(check(r) for r in data["rows"]), query
         assert data["total"] == len(data["rows"]) < 404, query
+    # And a worker is named as the rows name it: another spelling of its pid matches nothing, rows and total alike
+    data = client.get("/api/jobs?worker=ip-10-0-1-17:04101").get_json()
+    assert data["rows"] == [] and data["total"] == 0
 
 
 def test_jobs_pages_walk_every_row_once_newest_first(store):
@@ -206,6 +218,28 @@ def test_jobs_pages_walk_every_row_once_newest_first(store):
         cursor, pages = data["cursor"], pages + 1
     assert pages == 5 and len(seen) == len(set(seen)) == 230 == data["total"]
     assert starts == sorted(starts, reverse=True)
+
+
+def test_a_filters_total_is_counted_once_per_cache_time_while_its_pages_are_walked_and_refreshed(store):
+    # Given a dashboard whose count cache runs on a clock the test moves (a count on DynamoDB reads the whole index)
+    from sqsmaster.ops.dashboard.queries import COUNT_CACHE_SECONDS, CountCache
+
+    for i in range(3):
+        store.put_attempt(row(f"m{i}", started=NOW - 100 + i))
+    clock = [0.0]
+    client = create_app(DashboardConfig(store, [], counts=CountCache(clock=lambda: clock[0]))).test_client()
+    assert client.get("/api/jobs?task=solve&since=2h").get_json()["total"] == 3
+    # When a row is added and the page is refreshed within the cache time
+    store.put_attempt(row("m-new"))
+    clock[0] += COUNT_CACHE_SECONDS - 1
+    first = client.get("/api/jobs?task=solve&since=2h&limit=1").get_json()
+    # Then the rows are fresh (the new one first) and the total is the one counted before; another filter is
+    # counted anew
+    assert first["rows"][0]["message_id"] == "m-new" and first["total"] == 3
+    assert client.get("/api/jobs?task=solve").get_json()["total"] == 4
+    # And once the cache time has passed, the filter is counted again
+    clock[0] += 2
+    assert client.get(f"/api/jobs?task=solve&since=2h&cursor={first['cursor']}").get_json()["total"] == 4
 
 
 @pytest.mark.parametrize("query", ["since=yesterday", "until=12x", "limit=0", "limit=lots", "cursor=%%%"])
@@ -432,14 +466,14 @@ def test_a_redrive_waits_for_the_redrive_policy_even_when_the_views_depths_are_n
     assert len(receive_all(sqs_client, url)) == 1
 
 
-def test_the_command_serves_loopback_names_only_and_refuses_actions_without_the_token(store):
+def test_the_command_serves_loopback_names_only_and_refuses_actions_without_the_token(sqlite_store):
     # Given `sqsmaster dashboard` started as an operator starts it (its own process, waitress)
     import urllib.error
     import urllib.request
 
     from .dashboard_kit import DashboardServer
 
-    with DashboardServer(store.url, []) as server:
+    with DashboardServer(sqlite_store.url, []) as server:
         def status(path, method="GET", headers=None):
             request = urllib.request.Request(server.url + path, method=method, headers=headers or {},
                                              data=b"{}" if method == "POST" else None)
@@ -453,3 +487,67 @@ def test_the_command_serves_loopback_names_only_and_refuses_actions_without_the_
         assert status("/api/jobs") == 200
         assert status("/api/jobs", headers={"Host": "evil.example"}) == 403
         assert status("/api/actions/kill", "POST", {"Content-Type": "application/json"}) == 403
+
+
+def test_a_frozen_dynamodb_answers_every_read_and_action_503_within_a_bound_and_the_dashboard_recovers(frozen_moto):
+    # Given a dashboard served by waitress (its own process, as an operator starts it) over a DynamoDB table on a
+    # moto server that the test can freeze; the store's calls are bounded to 2 * (2 + 1) + 1 = 7 s (read_timeout=1)
+    import concurrent.futures
+    import re
+    import signal
+    import urllib.error
+    import urllib.request
+
+    from .dashboard_kit import DashboardServer
+
+    process, endpoint = frozen_moto
+    url = f"dynamodb://jobs-frozen?endpoint={endpoint}&region=us-east-1&read_timeout=1"
+    store = open_store(url)
+    store.put_attempt(row("m-run", outcome=None, action=None, exception=None))
+    store.put_attempt(row("m-dead"))
+    store.put_worker(WorkerRow("h", 1, NOW - 900, NOW - 5))
+    store.close()
+
+    def call(path, body=None, token=""):
+        request = urllib.request.Request(server.url + path, method="POST" if body is not None else "GET",
+                                         data=None if body is None else json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json", CSRF_HEADER: token})
+        started = time.monotonic()
+        try:
+            with urllib.request.urlopen(request, timeout=120) as answer:
+                status, text = answer.status, answer.read()
+        except urllib.error.HTTPError as error:
+            status, text = error.code, error.read()
+        return status, text, time.monotonic() - started
+
+    with DashboardServer(url, []) as server:
+        token = re.search(rb'name="csrf-token" content="([^"]+)"', call("/jobs")[1]).group(1).decode()
+        assert call("/api/jobs")[0] == 200
+        reads = ["/api/overview", "/api/running", "/api/jobs", "/api/jobs?status=failed", "/api/jobs/m-dead",
+                 "/api/failures", "/api/dead-letters", "/api/workers", "/api/actions", "/timeline.png?since=1h"]
+        posts = {"/api/actions/kill": {"message_ids": ["m-run"]},
+                 "/api/actions/requeue": {"task": "solve", "exception_type": "ValueError"},
+                 "/api/actions/redrive": {"message_ids": ["m-dead"]}}
+        # When the DynamoDB endpoint freezes (a partition: connections open, no answer) while every view and action
+        # is asked at once
+        process.send_signal(signal.SIGSTOP)
+        try:
+            with concurrent.futures.ThreadPoolExecutor(len(reads) + len(posts)) as pool:
+                answers = dict(zip(reads + list(posts), pool.map(
+                    lambda path: call(path, posts.get(path), token), reads + list(posts))))
+        finally:
+            process.send_signal(signal.SIGCONT)
+        # Then each answers 503 with a one-line error naming the store, within a bound: 13 requests on 8 waitress
+        # threads are two rounds of one 7 s call each; 60 s holds on a loaded 2-core machine, and is far from forever
+        assert {path: status for path, (status, _, _) in answers.items()} == dict.fromkeys(answers, 503), answers
+        for path, (status, text, took) in answers.items():
+            error = json.loads(text)["error"]
+            assert status == 503 and "job store" in error and "\n" not in error, (path, status, text[:200])
+            assert took < 60, (path, took)
+        # And an action's answer says it may be partly done (a write that timed out may still land, as on AWS)
+        assert all("may be partly done" in json.loads(answers[path][1])["error"] for path in posts)
+        # And once the endpoint is back, the dashboard answers again, and the kill, tried again, is done and recorded
+        assert call("/api/jobs")[0] == 200
+        assert call("/api/actions/kill", posts["/api/actions/kill"], token)[0] == 200
+        audit = json.loads(call("/api/actions")[1])["rows"]
+        assert [(a["what"], a["target"]) for a in audit if a["what"] == "kill"] == [("kill", "m-run")]

@@ -222,6 +222,13 @@ def _value_size(value: Mapping[str, Any]) -> int:
     return 1
 
 
+def worker_parts(worker: str | None) -> tuple[str, int] | None:
+    """``(host, pid)`` of a ``host:pid`` worker filter that DynamoDB can apply as it is written (None: any other
+    text, left to :func:`~sqsmaster.store.base.matches`, which compares the text itself)."""
+    host, _, pid = (worker or "").rpartition(":")
+    return (host, int(pid)) if host and pid.isdigit() and str(int(pid)) == pid else None
+
+
 def filter_expression(where: JobFilter, names: dict[str, str], values: dict[str, Any]) -> dict[str, Any]:
     """A query's FilterExpression for the simple parts of ``where`` (equalities, substrings, the status),
     with ``names`` and ``values`` (the key condition's) extended: the arguments to add to the Query."""
@@ -230,6 +237,10 @@ def filter_expression(where: JobFilter, names: dict[str, str], values: dict[str,
         if value is not None:
             clauses.append(f"#{name} = :{name}")
             values[f":{name}"] = {"S": value}
+    worker = worker_parts(where.worker)
+    if worker is not None:
+        clauses.append("#host = :host AND #pid = :pid")
+        values.update({":host": {"S": worker[0]}, ":pid": {"N": str(worker[1])}})
     for name, value in (("kwargs", where.text), ("exception", where.exception)):
         if value is not None:
             clauses.append(f"contains(#{name}, :{name})")
@@ -242,7 +253,7 @@ def filter_expression(where: JobFilter, names: dict[str, str], values: dict[str,
         clauses.append("#outcome = :outcome")
         values[":outcome"] = {"S": where.status}
     text = " AND ".join(clauses)
-    names.update({f"#{n}": n for n in ("task", "queue", "message_id", "kwargs", "exception", "outcome")
+    names.update({f"#{n}": n for n in ("task", "queue", "message_id", "kwargs", "exception", "outcome", "host", "pid")
                   if f"#{n}" in text})  # DynamoDB refuses a name no expression uses
     request = {"ExpressionAttributeNames": names, "ExpressionAttributeValues": values}
     return {**request, "FilterExpression": text} if text else request

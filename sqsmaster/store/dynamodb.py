@@ -58,6 +58,7 @@ from .dynamo_table import (
     to_item,
     when_of,
     when_range,
+    worker_parts,
 )
 
 #: DynamoDB's bounds on one BatchGetItem / BatchWriteItem.
@@ -69,6 +70,12 @@ _FLAG = field_types(Flag)
 _ACTION = field_types(ActionRow)
 _FIRED = field_types(FiredRow)
 _HIGHEST = "~"  # sorts after every ``when`` (digits)
+
+
+def _attempt_row(item: dict[str, Any]) -> AttemptRow:
+    """The row of an attempt item. ``task`` is None for a message that did not decode, and an item leaves
+    None out: it is given back here (AttemptRow requires it)."""
+    return AttemptRow(**{"task": None, **from_item(item, _ATTEMPT)})
 
 
 class DynamoStore:
@@ -212,7 +219,7 @@ class DynamoStore:
         return Page(rows, encode_cursor(page[-1][0]) if more else None)
 
     def count(self, where: JobFilter, now: float) -> int:
-        if where.status in ("running", "stale") or where.worker is not None:
+        if where.status in ("running", "stale") or (where.worker is not None and worker_parts(where.worker) is None):
             return sum(1 for _ in self._matching(where, now, _HIGHEST))
         # every other part of a filter is DynamoDB's to apply: it counts, and sends no row back
         total = 0
@@ -231,7 +238,7 @@ class DynamoStore:
         low, below = when_range(where, below)
         walks = [self._walk(shard, low, below, where) for shard in range(SHARDS)]
         for item in heapq.merge(*walks, key=lambda item: item["when"]["S"], reverse=True):
-            row = AttemptRow(**from_item(item, _ATTEMPT))
+            row = _attempt_row(item)
             if matches(row, where, now):
                 yield item["when"]["S"], row
 
@@ -252,7 +259,7 @@ class DynamoStore:
                      if item["when"]["S"] < below]
         items = sorted(self._batch_get(keys), key=lambda item: item["when"]["S"], reverse=True)
         for item in items:
-            row = AttemptRow(**from_item(item, _ATTEMPT))
+            row = _attempt_row(item)
             if matches(row, where, now):
                 yield item["when"]["S"], row
 
@@ -266,14 +273,14 @@ class DynamoStore:
             key = attempt_key(row.message_id, row.attempt)
             item = by_key.get((key["pk"]["S"], key["sk"]["S"]))
             if item is not None:
-                full.append(AttemptRow(**from_item(item, _ATTEMPT)))
+                full.append(_attempt_row(item))
         return full
 
     def attempts_of(self, message_id: str) -> list[AttemptRow]:
         request: dict[str, Any] = {
             "KeyConditionExpression": "pk = :pk AND begins_with(sk, :attempt)", "ConsistentRead": True,
             "ExpressionAttributeValues": {":pk": {"S": f"M#{message_id}"}, ":attempt": {"S": "attempt#"}}}
-        return [AttemptRow(**from_item(item, _ATTEMPT)) for item in self._query_all(request)]
+        return [_attempt_row(item) for item in self._query_all(request)]
 
     def _query_all(self, request: dict[str, Any]) -> list[dict[str, Any]]:
         return [item for answer in self._pages(request) for item in answer.get("Items", [])]
@@ -379,7 +386,7 @@ class DynamoStore:
         due = []
         for shard in range(SHARDS):
             for item in self._walk(shard, "0", below, JobFilter()):
-                row = AttemptRow(**from_item(item, _ATTEMPT))
+                row = _attempt_row(item)
                 keep = success_ttl if row.outcome == "succeeded" else failure_ttl
                 if row.outcome is not None and row.ended is not None and row.ended < now - keep:
                     due.append({"DeleteRequest": {"Key": attempt_key(row.message_id, row.attempt)}})

@@ -37,6 +37,8 @@ def _bad_request(error: ConfigurationError) -> Any:
 
 @api.errorhandler(StoreError)
 def _store_down(error: StoreError) -> Any:
+    if request.method == "POST":  # a write that timed out may still land (DynamoDB, a partition): say so
+        return jsonify(error=f"{error}; the action may be partly done: look before trying again"), 503
     return jsonify(error=str(error)), 503
 
 
@@ -88,10 +90,13 @@ def jobs() -> Any:
         raise ConfigurationError("limit must be a whole number") from None
     if not 1 <= limit <= MAX_PAGE_SIZE:
         raise ConfigurationError(f"limit must be between 1 and {MAX_PAGE_SIZE}")
-    store = _config().store
-    page = store.attempts(where, now, limit=limit, cursor=request.args.get("cursor") or None)
+    config = _config()
+    page = config.store.attempts(where, now, limit=limit, cursor=request.args.get("cursor") or None)
+    # keyed by the filter as written (``since=2h`` stays one key as time passes), not by the page
+    key = tuple(sorted((name, value) for name, value in request.args.items() if name not in ("cursor", "limit")))
+    total = config.counts.get(key, lambda: config.store.count(where, now))
     return jsonify(now=now, rows=[queries.row_json(row, now) for row in page.rows], cursor=page.cursor,
-                   total=store.count(where, now))
+                   total=total)
 
 
 @api.get("/jobs/<message_id>")

@@ -27,6 +27,12 @@ SCAN_PAGE = 500
 DEPTH_CACHE_SECONDS = 5.0
 #: How long a page waits for SQS's answer before it shows the last depths known (s).
 DEPTH_WAIT_SECONDS = 0.5
+#: How long /api/jobs reuses a filter's total (s): on DynamoDB a count reads the whole matching index range
+#: (every row's listed attributes: about 750 read units and several round trips per 20,000 rows), and every open
+#: page refreshes every 3 s; paging and refreshing within this time count once.
+COUNT_CACHE_SECONDS = 15.0
+#: The most filters whose totals are kept (the oldest go first).
+COUNT_CACHE_SIZE = 256
 #: The window of the overview's rates and percentiles (s).
 OVERVIEW_WINDOW = 3600.0
 #: What a row's ``action`` says when its message went (or is about to go) to a dead-letter queue.
@@ -159,6 +165,29 @@ class DepthCache:
         with self._lock:
             self._cache[url] = (self._clock(), depth)
             self._asking.pop(url, None)
+
+
+class CountCache:
+    """Totals of /api/jobs per filter, each counted at most once per ``ttl`` seconds (thread-safe)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, ttl: float = COUNT_CACHE_SECONDS) -> None:
+        self._clock, self._ttl = clock, ttl
+        self._cache: dict[Any, tuple[float, int]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: Any, count: Callable[[], int]) -> int:
+        """The total of ``key`` (a filter as the request gave it), ``count()`` when none is fresh."""
+        with self._lock:
+            cached = self._cache.get(key)
+        if cached is not None and self._clock() - cached[0] < self._ttl:
+            return cached[1]
+        total = count()  # outside the lock: a slow count does not hold other filters' pages
+        with self._lock:
+            self._cache.pop(key, None)
+            self._cache[key] = (self._clock(), total)
+            while len(self._cache) > COUNT_CACHE_SIZE:
+                del self._cache[next(iter(self._cache))]
+        return total
 
 
 def overview(store: JobStore, queues: list[str], depths: DepthCache, now: float) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, render_template, request
 
 from ...errors import ConfigurationError
-from ...store import AttemptRow, JobFilter
+from ...store import AttemptRow, JobFilter, StoreError
 from ...worker.jobs import JobRecord
 from . import queries
 from .api import parse_time
@@ -36,6 +36,12 @@ def _page(view: str, **extra: Any) -> str:
     config: DashboardConfig = current_app.config["DASHBOARD"]
     return render_template("page.html", view=view, views=VIEWS, title=dict(VIEWS).get(view, "Job"),
                            csrf_token=config.csrf_token, read_only=config.read_only, who=config.who(), **extra)
+
+
+@views.errorhandler(StoreError)
+def _store_down(error: StoreError) -> Any:
+    """503 naming the store, as the API answers (the timeline reads the store): not an HTML 500."""
+    return jsonify(error=str(error)), 503
 
 
 @views.get("/")
