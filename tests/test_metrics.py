@@ -315,3 +315,17 @@ def test_a_frozen_server_holds_up_neither_a_scrape_nor_the_exporters_end(frozen_
         exporter.close()
         assert time.monotonic() - began < 5
         server.send_signal(signal.SIGCONT)
+
+
+def test_a_scrape_while_a_process_creates_its_metrics_file_is_answered(tmp_path):
+    # Given an exporter, and a worker process caught between creating its metrics file and sizing it
+    # (prometheus_client opens the file, then truncates it to its initial size: for an instant it is empty)
+    exporter = MetricsExporter(("127.0.0.1", 0), [], 1)
+    exporter.start()
+    try:
+        assert exporter.path is not None
+        Path(exporter.path, f"counter_{os.getpid()}.db").touch()
+        # When Prometheus scrapes at that instant, Then it gets the metrics, not a 500 (CI saw one)
+        assert "sqsmaster_worker_processes" in scrape(exporter.url)[""][0]
+    finally:
+        exporter.close()

@@ -46,6 +46,8 @@ CLOSE_TIMEOUT = 1.0
 #: The start of the name of a worker's metrics directory, followed by the worker's pid.
 DIR_PREFIX = "sqsmaster-metrics-"
 
+#: Bytes of a metrics file's header (the size used, then padding): a file shorter than that is being created.
+_HEADER = 8
 _LIVE_GAUGE_FILE = re.compile(r"^gauge_live[a-z]*_(\d+)\.db$")
 _DIRECTORY = re.compile("^" + re.escape(DIR_PREFIX) + r"(\d+)-")
 
@@ -158,15 +160,31 @@ class _Fleet:
 
     def __init__(self, path: str, depths: QueueDepths) -> None:
         self._path = path
-        from prometheus_client import multiprocess
-
-        self._files = multiprocess.MultiProcessCollector(None, path=path)
         self._depths = depths
 
     def collect(self) -> Iterator[Any]:
+        from prometheus_client.multiprocess import MultiProcessCollector
+
         forget_dead_processes(self._path)
-        yield from self._files.collect()
+        yield from MultiProcessCollector.merge(files_born(self._path), accumulate=True)
         yield from self._depths.collect()
+
+
+def files_born(path: str) -> list[str]:
+    """The metrics files of ``path`` that have a header to read.
+
+    prometheus_client creates a process's file empty, then sizes it: a scrape in between
+    would fail on the empty file (a 500). Such a file holds no count yet; the next scrape reads it.
+    """
+    born = []
+    for entry in os.scandir(path):
+        if entry.name.endswith(".db"):
+            try:
+                if entry.stat().st_size >= _HEADER:
+                    born.append(entry.path)
+            except FileNotFoundError:  # a live gauge's file removed by mark_process_dead meanwhile
+                pass
+    return born
 
 
 class MetricsExporter:
