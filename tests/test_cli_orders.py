@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 
 from sqsmaster.cli import main
@@ -44,3 +45,42 @@ def test_orders_need_a_store_that_exists(tmp_path, capsys, monkeypatch):
     assert "does not exist" in capsys.readouterr().err
     assert main(["kill", "m-3", "--then", "explode", "--store", f"sqlite:///{tmp_path}/none.db"]) == 2
     assert "invalid choice: 'explode'" in capsys.readouterr().err
+
+
+def _refuse_writes_to(path, table: str) -> None:
+    """Make the sqlite store refuse every new row of ``table``, as a full disk or a broken store would."""
+    connection = sqlite3.connect(path)
+    connection.execute(f"CREATE TRIGGER refuse_{table} BEFORE INSERT ON {table} "
+                       "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END")
+    connection.commit()
+    connection.close()
+
+
+def test_an_order_the_store_cannot_audit_is_not_given(tmp_path, capsys):
+    # Given a store that cannot take the audit row (who ordered what)
+    path = tmp_path / "jobs.db"
+    url = f"sqlite:///{path}"
+    open_store(url).close()
+    _refuse_writes_to(path, "actions")
+    # When an operator orders a kill, Then it fails with the store's error (exit 3) and sets no order:
+    # no worker ever obeys an order that no one can see was given
+    assert main(["kill", "m-4", "--store", url]) == 3
+    assert "disk is full" in capsys.readouterr().err
+    store = open_store(url, create=False)
+    assert store.flags(["m-4"]) == {}
+    store.close()
+
+
+def test_an_order_the_store_cannot_set_stays_in_the_audit_trail(tmp_path, capsys):
+    # Given a store that takes the audit row and then fails to set the flag
+    path = tmp_path / "jobs.db"
+    url = f"sqlite:///{path}"
+    open_store(url).close()
+    _refuse_writes_to(path, "flags")
+    # When an operator orders a cancel, Then it fails (exit 3) and the audit trail shows the attempt
+    assert main(["cancel", "m-5", "--store", url]) == 3
+    assert "disk is full" in capsys.readouterr().err
+    store = open_store(url, create=False)
+    assert store.flags(["m-5"]) == {}
+    assert [(action.what, action.target) for action in store.actions()] == [("cancel", "m-5")]
+    store.close()

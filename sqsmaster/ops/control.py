@@ -42,9 +42,11 @@ def cancel(store: JobStore, message_id: str, who: str | None = None, now: float 
 def _order(store: JobStore, flag: Flag) -> Flag:
     if not flag.message_id or not flag.message_id.strip():
         raise ConfigurationError("a message id is needed")
-    store.set_flag(flag)
+    # The audit row first: a store that fails between the two writes leaves an order recorded and not
+    # set (the operator sees the error and may give it again), never an order set that no one recorded.
     store.record_action(ActionRow(flag.at, flag.who, flag.kind, flag.message_id,
                                   detail=None if flag.kind == CANCEL else f"then {flag.then}"))
+    store.set_flag(flag)
     return flag
 
 
