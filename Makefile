@@ -17,7 +17,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	sh tests/browser_setup.sh
-	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 3 --dist loadgroup $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check sqsmaster tests bench
