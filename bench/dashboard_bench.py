@@ -44,6 +44,10 @@ QUEUES = ["http://127.0.0.1:1/123456789012/solver-jobs", "http://127.0.0.1:1/123
 TIMEOUT = 30.0
 
 
+#: Views whose scans the dashboard keeps for SUMMARY_CACHE_SECONDS: their first ask here scans, the rest are cached.
+#: (The overview's scan is kept too; it was asked before the walks, so its lines below mix both.)
+SUMMARISING = ("/api/failures", "/api/dead-letters")
+
 def get(url: str) -> tuple[float, dict]:
     start = time.perf_counter()
     with urllib.request.urlopen(url, timeout=TIMEOUT) as answer:
@@ -165,7 +169,13 @@ def main() -> int:
                 worst.append(line(f"/api/jobs?{query}, {every}", walk(base, query, pages)))
             for path in ("/api/overview", "/api/running", "/api/failures", "/api/dead-letters", "/api/workers",
                          "/api/actions", "/", "/jobs", "/failures"):
-                worst.append(line(path, [get(base + path)[0] for _ in range(repeat)]))
+                times = [get(base + path)[0] for _ in range(repeat)]
+                if path in SUMMARISING:  # the first ask scans the store; the next, within 10 s, are served cached
+                    worst.append(line(f"{path} (scan)", times[:1]))
+                    if times[1:]:
+                        line(f"{path} (cached, within 10 s)", times[1:])
+                else:
+                    worst.append(line(path, times))
             missing = browser_missing()
             if args.no_browser or missing:
                 print(f"\n(no browser timing: {missing or '--no-browser'})")

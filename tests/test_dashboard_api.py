@@ -222,12 +222,12 @@ def test_jobs_pages_walk_every_row_once_newest_first(store):
 
 def test_a_filters_total_is_counted_once_per_cache_time_while_its_pages_are_walked_and_refreshed(store):
     # Given a dashboard whose count cache runs on a clock the test moves (a count on DynamoDB reads the whole index)
-    from sqsmaster.ops.dashboard.queries import COUNT_CACHE_SECONDS, CountCache
+    from sqsmaster.ops.dashboard.queries import COUNT_CACHE_SECONDS, TtlCache
 
     for i in range(3):
         store.put_attempt(row(f"m{i}", started=NOW - 100 + i))
     clock = [0.0]
-    client = create_app(DashboardConfig(store, [], counts=CountCache(clock=lambda: clock[0]))).test_client()
+    client = create_app(DashboardConfig(store, [], counts=TtlCache(clock=lambda: clock[0]))).test_client()
     assert client.get("/api/jobs?task=solve&since=2h").get_json()["total"] == 3
     # When a row is added and the page is refreshed within the cache time
     store.put_attempt(row("m-new"))
@@ -240,6 +240,69 @@ def test_a_filters_total_is_counted_once_per_cache_time_while_its_pages_are_walk
     # And once the cache time has passed, the filter is counted again
     clock[0] += 2
     assert client.get(f"/api/jobs?task=solve&since=2h&cursor={first['cursor']}").get_json()["total"] == 4
+
+
+class CountingStore:
+    """A job store that counts its reads of attempts (on DynamoDB each is a Query, billed in read units)."""
+
+    def __init__(self, store):
+        self._store, self.reads = store, 0
+
+    def attempts(self, *args, **kwargs):
+        self.reads += 1
+        return self._store.attempts(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+
+def test_a_scan_that_an_action_overtook_is_not_kept():
+    # Given the summaries' cache, and a scan during which an action lands (and drops the cache)
+    from sqsmaster.ops.dashboard.queries import TtlCache
+
+    cache = TtlCache(clock=lambda: 0.0, ttl=10)
+
+    def scan_overtaken():
+        cache.clear()  # the action, done while the scan reads rows from before it
+        return "before the action"
+
+    # When the scan ends, Then its answer is served to its own request but not kept: the next read scans afresh
+    assert cache.get("failures", scan_overtaken) == "before the action"
+    assert cache.get("failures", lambda: "after the action") == "after the action"
+    assert cache.get("failures", lambda: "not asked: cached") == "after the action"
+
+
+def test_the_summarising_views_scan_once_per_cache_time_and_afresh_after_an_action(store, make_queue):
+    # Given a dashboard whose summary cache runs on a clock the test moves, over a store with one failure
+    from sqsmaster.ops.dashboard.queries import SUMMARY_CACHE_SECONDS, TtlCache
+
+    url = make_queue()
+    store.put_attempt(row("a", url, started=NOW - 30))
+    clock = [0.0]
+    counting = CountingStore(store)
+    client, _ = dashboard(counting, [url], summaries=TtlCache(clock=lambda: clock[0], ttl=SUMMARY_CACHE_SECONDS))
+    views = ["/api/overview", "/api/failures", "/api/dead-letters"]
+    first = {view: client.get(view).get_json() for view in views}
+    reads = counting.reads
+    assert reads >= 3
+    # When a new failure is recorded and the pages refresh every 3 s within the cache time
+    store.put_attempt(row("b", url, exception="KeyError: 'k'", started=NOW - 20))
+    for _ in range(3):
+        clock[0] += 3
+        again = {view: client.get(view).get_json() for view in views}
+    # Then none of them read the store's attempts again: they show what they scanned, and say when (as_of)
+    assert counting.reads == reads
+    assert [group["exception_type"] for group in again["/api/failures"]["groups"]] == ["ValueError"]
+    assert [r["message_id"] for r in again["/api/dead-letters"]["rows"]] == ["a"]
+    assert [q["ended_last_hour"] for q in again["/api/overview"]["queues"]] == [1]
+    assert all(again[view]["as_of"] == first[view]["as_of"] for view in views)
+    # And once the cache time has passed, each is read afresh
+    clock[0] += SUMMARY_CACHE_SECONDS - 9 + 0.5
+    fresh = {view: client.get(view).get_json() for view in views}
+    assert sorted(group["exception_type"] for group in fresh["/api/failures"]["groups"]) == ["KeyError", "ValueError"]
+    assert sorted(r["message_id"] for r in fresh["/api/dead-letters"]["rows"]) == ["a", "b"]
+    assert [q["ended_last_hour"] for q in fresh["/api/overview"]["queues"]] == [2]
+    # (an action drops what was cached: see the redrive and delete tests, whose views change at once)
 
 
 @pytest.mark.parametrize("query", ["since=yesterday", "until=12x", "limit=0", "limit=lots", "cursor=%%%"])
@@ -410,7 +473,7 @@ def test_redrive_one_sends_it_to_its_queue_deletes_it_from_the_dlq_and_leaves_th
     assert result["done"] == 1 and result["skipped"] == {}
     assert [json.loads(m["Body"])["kwargs"] for m in receive_all(sqs_client, url)] == [{"n": 0}]
     assert sorted(m["MessageId"] for m in receive_all(sqs_client, dlq)) == sorted(ids[1:])
-    # And the dashboard lists it no more, and says what it did
+    # And the dashboard lists it no more at once (the action dropped the views' cached scans), and says what it did
     assert [r["message_id"] for r in client.get("/api/dead-letters").get_json()["rows"]] == [ids[1]]
     assert store.attempts_of(ids[0])[-1].action == "redriven"
     assert store.actions()[0].what == "redrive" and store.actions()[0].count == 1

@@ -71,7 +71,7 @@ def job_filter(args: Any, now: float) -> JobFilter:
 @api.get("/overview")
 def overview() -> Any:
     config = _config()
-    return jsonify(queries.overview(config.store, config.queues, config.depths, time.time()))
+    return jsonify(queries.overview(config.store, config.queues, config.depths, time.time(), config.summaries))
 
 
 @api.get("/running")
@@ -111,18 +111,22 @@ def job(message_id: str) -> Any:
 
 @api.get("/failures")
 def failures() -> Any:
-    now = time.time()
-    groups, truncated = queries.failure_groups(_config().store, now, parse_time("since", request.args.get("since"),
-                                                                                now))
-    return jsonify(now=now, groups=[queries.failure_json(group, now) for group in groups], truncated=truncated)
+    config, now = _config(), time.time()
+    since_text = request.args.get("since") or ""
+    since = parse_time("since", since_text, now)
+    groups, truncated, as_of = config.summaries.get(
+        ("failures", since_text), lambda: (*queries.failure_groups(config.store, now, since), now))
+    return jsonify(now=now, as_of=as_of, groups=[queries.failure_json(group, now) for group in groups],
+                   truncated=truncated)
 
 
 @api.get("/dead-letters")
 def dead_letters() -> Any:
     config, now = _config(), time.time()
-    rows, truncated = queries.dead_letters(config.store, now)
+    rows, truncated, as_of = config.summaries.get(("dead-letters",),
+                                                  lambda: (*queries.dead_letters(config.store, now), now))
     depths = config.depths.get_many(sorted({row.queue for row in rows}))
-    return jsonify(now=now, rows=[queries.row_json(row, now) for row in rows], truncated=truncated,
+    return jsonify(now=now, as_of=as_of, rows=[queries.row_json(row, now) for row in rows], truncated=truncated,
                    queues=[{"queue": queue, **depth} for queue, depth in depths.items()])
 
 
@@ -159,6 +163,14 @@ def _ids(body: dict[str, Any], required: bool) -> list[str] | None:
     if len(ids) > MAX_IDS:
         raise ConfigurationError(f"message_ids: at most {MAX_IDS} per action, not {len(ids)}")
     return ids
+
+
+@api.after_request
+def _drop_summaries(response: Any) -> Any:
+    """After any action (done, refused or failed partway), the summarising views are read afresh."""
+    if request.method == "POST":
+        _config().summaries.clear()
+    return response
 
 
 @api.post("/actions/kill")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from ...errors import ConfigurationError
 from ...store import JobStore
-from .queries import CountCache, DepthCache
+from .queries import DepthCache, TtlCache, summaries
 
 #: The header every POST must carry, holding the token the page was served with.
 CSRF_HEADER = "X-Sqsmaster-Csrf"
@@ -38,7 +38,10 @@ class DashboardConfig:
     allowed_hosts: frozenset[str] | None = None
     csrf_token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     depths: DepthCache = field(default_factory=DepthCache)
-    counts: CountCache = field(default_factory=CountCache)
+    #: /api/jobs totals per filter
+    counts: TtlCache = field(default_factory=TtlCache)
+    #: the summarising views' scans; every action drops them
+    summaries: TtlCache = field(default_factory=summaries)
 
     @property
     def user(self) -> str | None:

@@ -14,10 +14,12 @@ import shlex
 import threading
 import time
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 from ...store import AttemptRow, JobFilter, JobStore, WorkerRow
 from ..admin import QueueStatus, queue_status
+
+T = TypeVar("T")
 
 #: The most attempts a summarising view reads (newest first).
 SCAN_LIMIT = 20_000
@@ -33,6 +35,10 @@ DEPTH_WAIT_SECONDS = 0.5
 COUNT_CACHE_SECONDS = 15.0
 #: The most filters whose totals are kept (the oldest go first).
 COUNT_CACHE_SIZE = 256
+#: How long the summarising views (the overview's last hour, failures, dead letters) keep what they scanned (s):
+#: each scan reads up to SCAN_LIMIT rows (on DynamoDB, read units for each), and every open page refreshes every
+#: 3 s. An action of this dashboard drops them, so its effect shows at once.
+SUMMARY_CACHE_SECONDS = 10.0
 #: The window of the overview's rates and percentiles (s).
 OVERVIEW_WINDOW = 3600.0
 #: What a row's ``action`` says when its message went (or is about to go) to a dead-letter queue.
@@ -167,36 +173,68 @@ class DepthCache:
             self._asking.pop(url, None)
 
 
-class CountCache:
-    """Totals of /api/jobs per filter, each counted at most once per ``ttl`` seconds (thread-safe)."""
+class TtlCache:
+    """Values per key, each computed at most once per ``ttl`` seconds (thread-safe). :meth:`clear` drops them
+    all, and a value being computed while it runs is not kept (it may predate what the clear is for)."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic, ttl: float = COUNT_CACHE_SECONDS) -> None:
         self._clock, self._ttl = clock, ttl
-        self._cache: dict[Any, tuple[float, int]] = {}
+        self._cache: dict[Any, tuple[float, Any]] = {}
+        self._generation = 0
         self._lock = threading.Lock()
 
-    def get(self, key: Any, count: Callable[[], int]) -> int:
-        """The total of ``key`` (a filter as the request gave it), ``count()`` when none is fresh."""
+    def get(self, key: Any, compute: Callable[[], T]) -> T:
+        """The value of ``key``, ``compute()`` when none is fresh."""
         with self._lock:
-            cached = self._cache.get(key)
+            cached, generation = self._cache.get(key), self._generation
         if cached is not None and self._clock() - cached[0] < self._ttl:
-            return cached[1]
-        total = count()  # outside the lock: a slow count does not hold other filters' pages
+            return cached[1]  # type: ignore[no-any-return]
+        value = compute()  # outside the lock: a slow store read does not hold other keys
         with self._lock:
-            self._cache.pop(key, None)
-            self._cache[key] = (self._clock(), total)
-            while len(self._cache) > COUNT_CACHE_SIZE:
-                del self._cache[next(iter(self._cache))]
-        return total
+            if generation == self._generation:
+                self._cache.pop(key, None)
+                self._cache[key] = (self._clock(), value)
+                while len(self._cache) > COUNT_CACHE_SIZE:
+                    del self._cache[next(iter(self._cache))]
+        return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._cache.clear()
+            self._generation += 1
 
 
-def overview(store: JobStore, queues: list[str], depths: DepthCache, now: float) -> dict[str, Any]:
+def summaries() -> TtlCache:
+    """The cache of the summarising views' scans (:data:`SUMMARY_CACHE_SECONDS`)."""
+    return TtlCache(ttl=SUMMARY_CACHE_SECONDS)
+
+
+def overview(store: JobStore, queues: list[str], depths: DepthCache, now: float,
+             cache: TtlCache | None = None) -> dict[str, Any]:
     """Per queue: SQS depths, and over the last hour: attempts ended, failure rate, runtime p50/p95;
-    worker slots busy and idle (live workers only)."""
-    since = now - OVERVIEW_WINDOW
+    worker slots busy and idle (live workers only). The hour's scan comes from ``cache`` when given."""
+    per_queue, truncated, as_of = (cache.get(("overview", tuple(queues)), lambda: last_hour(store, queues, now))
+                                   if cache is not None else last_hour(store, queues, now))
+    rows = []
+    depth = depths.get_many(queues)
+    for url, stats in per_queue.items():
+        runtimes = stats["runtimes"]
+        rows.append({"queue": url, "configured": url in queues, **depth.get(url, {}),
+                     "ended_last_hour": stats["ended"], "throughput_per_minute": stats["ended"] / 60.0,
+                     "failure_rate": stats["failed"] / stats["ended"] if stats["ended"] else None,
+                     "runtime_p50": percentile(runtimes, 0.5), "runtime_p95": percentile(runtimes, 0.95)})
+    live = [w for w in store.workers() if w.stopped is None and not w.stale(now)]
+    slots = sum(w.concurrency for w in live)
+    busy = sum(w.busy for w in live)
+    return {"now": now, "as_of": as_of, "queues": rows, "workers": len(live), "slots": slots, "busy": busy,
+            "idle": max(slots - busy, 0), "truncated": truncated}
+
+
+def last_hour(store: JobStore, queues: list[str], now: float) -> tuple[dict[str, dict[str, Any]], bool, float]:
+    """Per queue, the attempts of the last hour: ended, failed, runtimes; whether the scan was cut; ``now``."""
     per_queue: dict[str, dict[str, Any]] = {q: {"ended": 0, "failed": 0, "runtimes": []} for q in queues}
     scanned = 0
-    for row in scan(store, JobFilter(since=since), now):
+    for row in scan(store, JobFilter(since=now - OVERVIEW_WINDOW), now):
         scanned += 1
         stats = per_queue.setdefault(row.queue, {"ended": 0, "failed": 0, "runtimes": []})
         if row.outcome is None:
@@ -205,19 +243,7 @@ def overview(store: JobStore, queues: list[str], depths: DepthCache, now: float)
         stats["failed"] += row.outcome not in ("succeeded", "cancelled", "not run")
         if row.runtime is not None:
             stats["runtimes"].append(row.runtime)
-    rows = []
-    depth = depths.get_many(queues)
-    for url, stats in per_queue.items():
-        runtimes = stats.pop("runtimes")
-        rows.append({"queue": url, "configured": url in queues, **depth.get(url, {}),
-                     "ended_last_hour": stats["ended"], "throughput_per_minute": stats["ended"] / 60.0,
-                     "failure_rate": stats["failed"] / stats["ended"] if stats["ended"] else None,
-                     "runtime_p50": percentile(runtimes, 0.5), "runtime_p95": percentile(runtimes, 0.95)})
-    live = [w for w in store.workers() if w.stopped is None and not w.stale(now)]
-    slots = sum(w.concurrency for w in live)
-    busy = sum(w.busy for w in live)
-    return {"now": now, "queues": rows, "workers": len(live), "slots": slots, "busy": busy,
-            "idle": max(slots - busy, 0), "truncated": scanned >= SCAN_LIMIT}
+    return per_queue, scanned >= SCAN_LIMIT, now
 
 
 def running(store: JobStore, now: float) -> list[dict[str, Any]]:
